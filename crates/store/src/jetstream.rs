@@ -80,9 +80,14 @@ pub struct JetStreamStore {
 impl JetStreamStore {
     /// Connects to `url` (one URL, or several separated by commas) and ensures the stream.
     pub async fn connect(url: &str, config: JetStreamConfig) -> Result<Self, StoreError> {
+        let servers = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::unavailable(format!("invalid server URL {url:?}"), e))?;
         let client = async_nats::ConnectOptions::new()
             .name("levensloop-store")
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| StoreError::unavailable(format!("cannot connect to {url}"), e))?;
         Self::with_client(client, config).await
@@ -108,11 +113,7 @@ impl JetStreamStore {
             allow_direct: true,
             ..stream::Config::default()
         };
-        js.create_or_update_stream(stream_config.clone())
-            .await
-            .map_err(|e| {
-                StoreError::unavailable(format!("cannot ensure stream {}", config.stream), e)
-            })?;
+        ensure_stream(&js, stream_config).await?;
         let stream = js.get_stream(&config.stream).await.map_err(|e| {
             StoreError::unavailable(format!("cannot open stream {}", config.stream), e)
         })?;
@@ -154,6 +155,51 @@ impl JetStreamStore {
             }),
         }
     }
+}
+
+/// How long start-up waits for a forming cluster to accept the stream.
+const ENSURE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Creates the stream or updates its configuration. A cluster that is still forming answers
+/// "no suitable peers" or "cluster not available" for a moment after it elects a leader;
+/// that is retried with backoff up to [`ENSURE_DEADLINE`], anything else fails at once.
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), StoreError> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
+    let deadline = tokio::time::Instant::now() + ENSURE_DEADLINE;
+    let mut backoff = Duration::from_millis(25);
+    loop {
+        let err = match js.create_or_update_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        let transient = match err.kind() {
+            Kind::JetStream(e) => {
+                e.error_code() == ErrorCode::CLUSTER_NO_PEERS
+                    || e.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
+            }
+            Kind::TimedOut | Kind::JetStreamUnavailable => true,
+            _ => false,
+        };
+        if !transient || tokio::time::Instant::now() + backoff > deadline {
+            return Err(StoreError::unavailable(
+                format!("cannot ensure stream {}", config.name),
+                err,
+            ));
+        }
+        tracing::debug!(error = %err, "stream not ready yet; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// A conflict on the expected subject sequence. A single node answers error code 10071 with
+/// the actual sequence; a clustered stream can also refuse an append up front (code 10164)
+/// while another append to the same subject is still being replicated, which the client
+/// library does not classify, hence the look at the message.
+fn is_wrong_last_sequence(e: &jetstream::context::PublishError) -> bool {
+    e.kind() == PublishErrorKind::WrongLastSequence
+        || (e.kind() == PublishErrorKind::Other && e.to_string().contains("wrong last sequence"))
 }
 
 /// The server's conflict reads `wrong last sequence: 7` (followed by error codes); 7 is the
@@ -214,24 +260,41 @@ impl EventStore for JetStreamStore {
             ExpectedVersion::Exact(v) => publish = publish.expected_last_subject_sequence(v.0),
         }
         let subject = self.subject(stream);
-        let pending = self
-            .js
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| match e.kind() {
-                PublishErrorKind::MaxPayloadExceeded => StoreError::CommitTooLarge {
-                    stream: stream.clone(),
-                    size,
-                    limit: self.client.server_info().max_payload,
-                },
-                _ => StoreError::unavailable(format!("append to {stream}"), e),
-            })?;
-        match pending.await {
+        let mut backoff = Duration::from_millis(25);
+        let mut attempt = 1;
+        let result = loop {
+            let pending = self
+                .js
+                .send_publish(subject.clone(), publish.clone())
+                .await
+                .map_err(|e| match e.kind() {
+                    PublishErrorKind::MaxPayloadExceeded => StoreError::CommitTooLarge {
+                        stream: stream.clone(),
+                        size,
+                        limit: self.client.server_info().max_payload,
+                    },
+                    _ => StoreError::unavailable(format!("append to {stream}"), e),
+                })?;
+            match pending.await {
+                // No responder means no server took the message (a clustered stream between
+                // leaders): nothing was written, so trying again is safe.
+                Err(e)
+                    if e.kind() == PublishErrorKind::StreamNotFound && attempt < RETRY_ATTEMPTS =>
+                {
+                    tracing::debug!(%stream, attempt, "no stream leader; retrying the append");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(ack) => Ok(Appended {
                 version: Version(ack.sequence),
                 duplicate: ack.duplicate,
             }),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            Err(e) if is_wrong_last_sequence(&e) => {
                 let actual = actual_from_description(&e.to_string());
                 // The server checks the expected sequence before the dedupe window, so a retry
                 // of a commit that was stored (its acknowledgement lost) conflicts with itself.
@@ -266,7 +329,7 @@ impl EventStore for JetStreamStore {
         let mut events = Vec::new();
         let mut version = None;
         loop {
-            let batch = self.direct_get_batch(&subject, next_seq).await?;
+            let batch = self.direct_get_retrying(&subject, next_seq).await?;
             let Some(batch) = batch else { break };
             let count = batch.messages.len();
             for (seq, recorded_at, payload) in batch.messages {
@@ -389,6 +452,37 @@ impl JetStreamStore {
     }
 }
 
+/// Attempts of a read or append that finds no responder: in a cluster, the stream has no
+/// leader and no direct-get responders for a few seconds after a node is lost. The backoff
+/// doubles from 25 ms up to 1 s, so this rides out about 10 s.
+const RETRY_ATTEMPTS: u32 = 16;
+
+impl JetStreamStore {
+    async fn direct_get_retrying(
+        &self,
+        subject: &str,
+        seq: u64,
+    ) -> Result<Option<DirectBatch>, StoreError> {
+        let mut backoff = Duration::from_millis(25);
+        let mut attempt = 1;
+        loop {
+            match self.direct_get_batch(subject, seq).await {
+                Err(StoreError::Unavailable { reason, .. })
+                    if reason.ends_with(NO_RESPONDERS) && attempt < RETRY_ATTEMPTS =>
+                {
+                    tracing::debug!(subject, attempt, "no direct-get responder; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+const NO_RESPONDERS: &str = "no responders";
+
 struct DirectBatch {
     messages: Vec<(u64, SystemTime, bytes::Bytes)>,
     /// Messages for the subject after the batch, as the server counted them.
@@ -447,6 +541,12 @@ impl JetStreamStore {
                         return Ok(None);
                     }
                     return Ok(Some(DirectBatch { messages, pending }));
+                }
+                Some(StatusCode::NO_RESPONDERS) => {
+                    return Err(StoreError::Unavailable {
+                        reason: format!("read {subject}: {NO_RESPONDERS}"),
+                        source: None,
+                    });
                 }
                 Some(code) => {
                     return Err(StoreError::Unavailable {
