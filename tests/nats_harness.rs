@@ -1,6 +1,9 @@
 //! The test harness itself: version checks, kill and restart, the strict profile and the
 //! 3-node cluster of the replicated profile.
 
+// A failed unwrap is a failed test, with the error in its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use levensloop_store::{
     Commit, EventData, EventStore, ExpectedVersion, JetStreamConfig, JetStreamStore, ReadFrom,
     StoreError, StreamName,
@@ -117,7 +120,10 @@ async fn a_three_node_cluster_serves_a_replicated_store() {
     for _ in 0..20 {
         let version = store.read(&stream, ReadFrom::Start).await.unwrap().version;
         let commit = Commit::single(EventData::new("AfterLoss", "x"));
-        match store.append(&stream, ExpectedVersion::Exact(version), commit).await {
+        match store
+            .append(&stream, ExpectedVersion::Exact(version), commit)
+            .await
+        {
             Ok(a) => {
                 assert!(a.version > version);
                 appended = Some(a);

@@ -4,6 +4,9 @@
 //! the same storage directory: in the standard profile (JetStream's default flushing, which
 //! survives a process crash) and in the strict profile (`sync_interval: always`).
 
+// A failed unwrap is a failed test, with the error in its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use levensloop_store::{EventStore, JetStreamConfig, JetStreamStore, ReadFrom};
 use levensloop_testing::{NatsServer, Profile};
 use levensloop_tests::append_chains;

@@ -6,8 +6,12 @@
 //! - Optimistic concurrency: `Nats-Expected-Last-Subject-Sequence` (0 for "must not exist").
 //!   The version of a stream is the JetStream sequence of its last commit, which is why
 //!   versions are opaque.
-//! - Commit dedupe: `Nats-Msg-Id` is the commit id; a retry within the duplicate window is
-//!   answered with the original sequence.
+//! - Commit dedupe: a commit carries its id. An append with an expected version that is
+//!   retried after a lost acknowledgement conflicts with its own first write; the store sees
+//!   its commit id at the stream's head and answers "duplicate" with the original version. An
+//!   append without one (`Any`) sends the id as `Nats-Msg-Id`, and JetStream's duplicate
+//!   window answers the retry. (The server checks the expected sequence before the dedupe
+//!   window, so a message id on an append with an expectation would never be consulted.)
 //! - Reads: one batched direct get (ADR-31) per 256 commits.
 //! - Subscriptions: durable pull consumers filtered on `<prefix>.<category>.*`.
 
@@ -251,21 +255,25 @@ impl EventStore for JetStreamStore {
         }
         let payload = codec::encode(&commit);
         let size = payload.len();
-        let mut publish = PublishMessage::build()
-            .payload(payload)
-            .message_id(commit.id.to_string());
-        match expected {
-            ExpectedVersion::Any => {}
-            ExpectedVersion::NoStream => publish = publish.expected_last_subject_sequence(0),
-            ExpectedVersion::Exact(v) => publish = publish.expected_last_subject_sequence(v.0),
-        }
+        let build = || {
+            let publish = PublishMessage::build().payload(payload.clone());
+            match expected {
+                // Without an expectation only the dedupe window can recognise a retry.
+                ExpectedVersion::Any => publish.message_id(commit.id.to_string()),
+                // With one, the server checks the expectation before its dedupe window, so a
+                // message id would never be consulted (and costs the server a third of its
+                // append rate): a retry conflicts with its own first write, recognised below.
+                ExpectedVersion::NoStream => publish.expected_last_subject_sequence(0),
+                ExpectedVersion::Exact(v) => publish.expected_last_subject_sequence(v.0),
+            }
+        };
         let subject = self.subject(stream);
         let mut backoff = Duration::from_millis(25);
         let mut attempt = 1;
         let result = loop {
             let pending = self
                 .js
-                .send_publish(subject.clone(), publish.clone())
+                .send_publish(subject.clone(), build())
                 .await
                 .map_err(|e| match e.kind() {
                     PublishErrorKind::MaxPayloadExceeded => StoreError::CommitTooLarge {
@@ -439,13 +447,15 @@ impl JetStreamStore {
             .map_err(|e| unavailable(e.into()))
     }
 
-    /// The commit id (`Nats-Msg-Id`) of the message at `version`.
+    /// The id of the commit stored at `version`, read from the commit itself.
     async fn commit_id_at(&self, version: Version) -> Result<Option<uuid::Uuid>, StoreError> {
         match self.stream.direct_get(version.0).await {
-            Ok(message) => Ok(message
-                .headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .and_then(|id| uuid::Uuid::parse_str(id.as_str()).ok())),
+            Ok(message) => {
+                let commit = codec::decode(&message.payload, &|| {
+                    format!("{} sequence {version}", message.subject)
+                })?;
+                Ok(Some(commit.id))
+            }
             Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::unavailable("read a commit's id", e)),
         }

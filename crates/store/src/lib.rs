@@ -108,8 +108,11 @@ impl EventData {
 
 /// One or more events appended atomically: all are stored or none is.
 ///
-/// The id makes the append idempotent: the same commit id appended again (a retry after a
-/// lost acknowledgement) is stored once and answered with the original version.
+/// The id makes the append idempotent: the same commit appended again with the same
+/// expectation (a retry after a lost acknowledgement) is stored once and answered with the
+/// original version and `duplicate: true`. With an expected version, the retry is recognised
+/// while the commit is still the stream's last one; later, the expectation itself refuses it
+/// as a conflict. With `Any`, it is recognised within the backend's dedupe window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
     pub id: Uuid,
@@ -119,6 +122,12 @@ pub struct Commit {
 impl Commit {
     pub fn new(id: Uuid, events: Vec<EventData>) -> Self {
         Self { id, events }
+    }
+
+    /// The bytes a backend stores for this commit (one protobuf message), e.g. to size a
+    /// benchmark's raw publishes like the store's.
+    pub fn encoded(&self) -> Bytes {
+        codec::encode(self)
     }
 
     /// A commit of one event with a fresh random id.

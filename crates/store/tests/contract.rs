@@ -4,6 +4,9 @@
 //! whole suite per backend. The JetStream instance runs against a real nats-server started
 //! by the test harness (its own port and storage directory).
 
+// A failed unwrap is a failed test, with the error in its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use levensloop_store::{
     Commit, EventData, EventStore, ExpectedVersion, JetStreamConfig, JetStreamStore, MemoryStore,
     ReadFrom, StoreError, StreamName, Subscription, Version,
@@ -130,7 +133,7 @@ mod suite {
                 .events
                 .iter()
                 .enumerate()
-                .all(|(n, e)| e.data == bytes::Bytes::from(format!("payload-{n}")))
+                .all(|(n, e)| e.data == format!("payload-{n}"))
         );
     }
 
@@ -237,6 +240,8 @@ mod suite {
         );
     }
 
+    /// A retry of a commit (same id, same expectation, e.g. after a lost acknowledgement) is
+    /// stored once and answered with the original version, whatever the expectation.
     pub async fn commit_dedupe(store: Arc<dyn EventStore>) {
         let s = name("dedupe", "x");
         let commit = Commit::new(Uuid::new_v4(), vec![event("D", 1), event("D", 2)]);
@@ -245,28 +250,38 @@ mod suite {
             .await
             .unwrap();
         assert!(!first.duplicate);
-        // A retry after a lost acknowledgement: same commit, same expectation.
-        let retry = store
-            .append(&s, ExpectedVersion::NoStream, commit.clone())
-            .await
-            .unwrap();
+        for _ in 0..3 {
+            let retry = store
+                .append(&s, ExpectedVersion::NoStream, commit.clone())
+                .await
+                .unwrap();
+            assert!(retry.duplicate);
+            assert_eq!(retry.version, first.version);
+        }
+
+        let second = Commit::new(Uuid::new_v4(), vec![event("D", 3)]);
+        let expected = ExpectedVersion::Exact(first.version);
+        let appended = store.append(&s, expected, second.clone()).await.unwrap();
+        assert!(!appended.duplicate);
+        assert!(appended.version > first.version);
+        let retry = store.append(&s, expected, second).await.unwrap();
         assert!(retry.duplicate);
-        assert_eq!(retry.version, first.version);
-        let again = store
-            .append(&s, ExpectedVersion::Any, commit)
+        assert_eq!(retry.version, appended.version);
+
+        let third = Commit::new(Uuid::new_v4(), vec![event("D", 4)]);
+        let appended_any = store
+            .append(&s, ExpectedVersion::Any, third.clone())
             .await
             .unwrap();
-        assert!(again.duplicate);
-        assert_eq!(again.version, first.version);
+        assert!(!appended_any.duplicate);
+        let retry = store.append(&s, ExpectedVersion::Any, third).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.version, appended_any.version);
+
         let slice = store.read(&s, ReadFrom::Start).await.unwrap();
-        assert_eq!(slice.events.len(), 2, "stored once");
-        // A different commit id is a new commit.
-        let next = store
-            .append(&s, ExpectedVersion::Exact(first.version), one("D", 3))
-            .await
-            .unwrap();
-        assert!(!next.duplicate);
-        assert!(next.version > first.version);
+        let payloads: Vec<_> = slice.events.iter().map(|e| e.data.clone()).collect();
+        let expected: Vec<bytes::Bytes> = (1..=4).map(|n| format!("payload-{n}").into()).collect();
+        assert_eq!(payloads, expected, "each commit stored once");
     }
 
     pub async fn typed_errors(store: Arc<dyn EventStore>) {
