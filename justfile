@@ -27,7 +27,8 @@ nats-up: tools
         exit 0
     fi
     sed "s|@PORT@|{{nats_port}}|; s|@DATA@|$PWD/.data/nats|" infra/nats/standard.conf > .data/nats.conf
-    nats-server -c .data/nats.conf -l .data/nats.log -P .data/nats.pid &
+    # Detached, with no hold on our output, so `just up | tail` and CI pipes can close.
+    nohup nats-server -c .data/nats.conf -l .data/nats.log -P .data/nats.pid >/dev/null 2>&1 &
     for _ in $(seq 100); do
         grep -q "Server is ready" .data/nats.log 2>/dev/null && break
         sleep 0.1

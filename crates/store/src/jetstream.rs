@@ -647,8 +647,10 @@ struct JetStreamSettle {
 #[async_trait]
 impl Settle for JetStreamSettle {
     async fn ack(&self) -> Result<(), StoreError> {
+        // Confirmed by the server: a fire-and-forget ack can be lost when the process exits
+        // right after it (or the connection drops), and the commit would come again.
         self.message
-            .ack()
+            .double_ack()
             .await
             .map_err(|e| StoreError::unavailable("acknowledge", e))
     }

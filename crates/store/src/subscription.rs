@@ -36,7 +36,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Marks the commit handled.
+    /// Marks the commit handled. Returns once the backend has recorded it, so a process that
+    /// exits right after does not see the commit again.
     pub async fn ack(self) -> Result<(), StoreError> {
         self.settle.ack().await
     }
