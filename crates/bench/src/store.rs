@@ -129,6 +129,35 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 const EVENT_TYPE: &str = "levensloop.v1.BenchEvent";
 
+/// Runs one chain per stream, spread over `args.tasks` producer tasks; `chain(i)` appends
+/// stream `i`'s commits one after the other and returns how many. Returns commits per second.
+async fn run_chains<C, F>(args: &Args, chain: C) -> anyhow::Result<f64>
+where
+    C: Fn(usize) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = anyhow::Result<usize>> + Send + 'static,
+{
+    let started = Instant::now();
+    let producers: Vec<_> = (0..args.tasks)
+        .map(|task| {
+            let chain = chain.clone();
+            let mine: Vec<usize> = (task..args.streams).step_by(args.tasks).collect();
+            tokio::spawn(async move {
+                let mut chains: FuturesUnordered<_> = mine.into_iter().map(&chain).collect();
+                let mut done = 0;
+                while let Some(result) = chains.next().await {
+                    done += result?;
+                }
+                anyhow::Ok(done)
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for producer in producers {
+        done += producer.await??;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn store_rate(server: &NatsServer, args: &Args, round: usize) -> anyhow::Result<f64> {
     let config = JetStreamConfig {
         stream: format!("BENCH{round}"),
@@ -139,125 +168,87 @@ async fn store_rate(server: &NatsServer, args: &Args, round: usize) -> anyhow::R
     let store = JetStreamStore::connect(&server.url(), config).await?;
     let payload = Bytes::from(vec![b'x'; args.payload]);
     let per_stream = args.events / args.streams;
-    let started = Instant::now();
-    let producers: Vec<_> = (0..args.tasks)
-        .map(|task| {
-            let store = store.clone();
-            let payload = payload.clone();
-            let mine: Vec<usize> = (task..args.streams).step_by(args.tasks).collect();
-            tokio::spawn(async move {
-                let mut chains: FuturesUnordered<_> = mine
-                    .into_iter()
-                    .map(|i| {
-                        let store = &store;
-                        let payload = &payload;
-                        async move {
-                            let name = StreamName::new("bench", format!("s{i}"))?;
-                            let mut expected = ExpectedVersion::NoStream;
-                            for _ in 0..per_stream {
-                                let event = EventData::new(EVENT_TYPE, payload.clone());
-                                let commit = Commit::new(Uuid::new_v4(), vec![event]);
-                                let appended = store.append(&name, expected, commit).await?;
-                                expected = ExpectedVersion::Exact(appended.version);
-                            }
-                            anyhow::Ok(per_stream)
-                        }
-                    })
-                    .collect();
-                let mut done = 0;
-                while let Some(result) = chains.next().await {
-                    done += result?;
-                }
-                anyhow::Ok(done)
-            })
-        })
-        .collect();
-    let mut done = 0;
-    for producer in producers {
-        done += producer.await??;
-    }
-    Ok(done as f64 / started.elapsed().as_secs_f64())
+    run_chains(args, move |i| {
+        let (store, payload) = (store.clone(), payload.clone());
+        async move {
+            let name = StreamName::new("bench", format!("s{i}"))?;
+            let mut expected = ExpectedVersion::NoStream;
+            for _ in 0..per_stream {
+                let event = EventData::new(EVENT_TYPE, payload.clone());
+                let commit = Commit::new(Uuid::new_v4(), vec![event]);
+                let appended = store.append(&name, expected, commit).await?;
+                expected = ExpectedVersion::Exact(appended.version);
+            }
+            anyhow::Ok(per_stream)
+        }
+    })
+    .await
 }
 
 /// The protocol's own cost of optimistic concurrency, for locating the store's overhead: the
 /// store's pattern (a chain of expected-sequence publishes per subject) with no store code.
 async fn raw_occ_rate(server: &NatsServer, args: &Args, round: usize) -> anyhow::Result<f64> {
+    let js = raw_stream(
+        server,
+        args,
+        &format!("RAWOCC{round}"),
+        &format!("rawocc{round}"),
+    )
+    .await?;
+    let payload = bench_payload(args);
+    let per_subject = args.events / args.streams;
+    run_chains(args, move |i| {
+        let (js, payload) = (js.clone(), payload.clone());
+        async move {
+            let subject = format!("rawocc{round}.s{i}");
+            let mut last = 0;
+            for _ in 0..per_subject {
+                let message = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(payload.clone())
+                    .expected_last_subject_sequence(last);
+                last = js
+                    .send_publish(subject.clone(), message)
+                    .await?
+                    .await?
+                    .sequence;
+            }
+            anyhow::Ok(per_subject)
+        }
+    })
+    .await
+}
+
+/// A plain JetStream stream for the raw runs, and a context with the store's in-flight limit.
+async fn raw_stream(
+    server: &NatsServer,
+    args: &Args,
+    name: &str,
+    prefix: &str,
+) -> anyhow::Result<jetstream::Context> {
     let client = async_nats::connect(server.url()).await?;
     let js = jetstream::context::ContextBuilder::new()
         .max_ack_inflight(args.in_flight)
         .backpressure_on_inflight(true)
         .build(client);
     js.create_stream(stream::Config {
-        name: format!("RAWOCC{round}"),
-        subjects: vec![format!("rawocc{round}.>")],
+        name: name.to_owned(),
+        subjects: vec![format!("{prefix}.>")],
         storage: stream::StorageType::File,
         ..stream::Config::default()
     })
     .await?;
+    Ok(js)
+}
+
+/// The same bytes the store puts on the wire for one commit of one event.
+fn bench_payload(args: &Args) -> Bytes {
     let event = EventData::new(EVENT_TYPE, vec![b'x'; args.payload]);
-    let payload = Commit::new(Uuid::new_v4(), vec![event]).encoded();
-    let per_subject = args.events / args.streams;
-    let started = Instant::now();
-    let producers: Vec<_> = (0..args.tasks)
-        .map(|task| {
-            let js = js.clone();
-            let payload = payload.clone();
-            let mine: Vec<usize> = (task..args.streams).step_by(args.tasks).collect();
-            tokio::spawn(async move {
-                let mut chains: FuturesUnordered<_> = mine
-                    .into_iter()
-                    .map(|i| {
-                        let js = &js;
-                        let payload = &payload;
-                        async move {
-                            let subject = format!("rawocc{round}.s{i}");
-                            let mut last = 0;
-                            for _ in 0..per_subject {
-                                let message =
-                                    async_nats::jetstream::message::PublishMessage::build()
-                                        .payload(payload.clone())
-                                        .expected_last_subject_sequence(last);
-                                last = js
-                                    .send_publish(subject.clone(), message)
-                                    .await?
-                                    .await?
-                                    .sequence;
-                            }
-                            anyhow::Ok(per_subject)
-                        }
-                    })
-                    .collect();
-                let mut done = 0;
-                while let Some(result) = chains.next().await {
-                    done += result?;
-                }
-                anyhow::Ok(done)
-            })
-        })
-        .collect();
-    let mut done = 0;
-    for producer in producers {
-        done += producer.await??;
-    }
-    Ok(done as f64 / started.elapsed().as_secs_f64())
+    Commit::new(Uuid::new_v4(), vec![event]).encoded()
 }
 
 async fn raw_rate(server: &NatsServer, args: &Args, round: usize) -> anyhow::Result<f64> {
-    let client = async_nats::connect(server.url()).await?;
-    let js = jetstream::context::ContextBuilder::new()
-        .max_ack_inflight(args.in_flight)
-        .backpressure_on_inflight(true)
-        .build(client);
-    js.create_stream(stream::Config {
-        name: format!("RAW{round}"),
-        subjects: vec![format!("raw{round}.>")],
-        storage: stream::StorageType::File,
-        ..stream::Config::default()
-    })
-    .await?;
-    // The same bytes the store puts on the wire for one commit of one event.
-    let event = EventData::new(EVENT_TYPE, vec![b'x'; args.payload]);
-    let payload = Commit::new(Uuid::new_v4(), vec![event]).encoded();
+    let js = raw_stream(server, args, &format!("RAW{round}"), &format!("raw{round}")).await?;
+    let payload = bench_payload(args);
     let per_subject = args.events / args.streams;
     let total = per_subject * args.streams;
     // Each producer keeps its share of the window in flight, so the whole run has the same
