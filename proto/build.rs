@@ -18,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=levensloop");
 
+    // protox keeps the source info (so the .proto comments become rustdoc) and includes the
+    // imported well-known types, which gRPC reflection needs to resolve every message.
     let fds = protox::compile(FILES, ["."])?;
+    // Written here rather than through `file_descriptor_set_path`: prost-build only writes that
+    // file when it runs protoc itself, and `compile_fds` never does.
     let descriptor_path = out_dir.join("levensloop_descriptor.bin");
     std::fs::write(&descriptor_path, fds.encode_to_vec())?;
 

@@ -143,10 +143,23 @@ mod tests {
         let json = serde_json::to_string(&event).unwrap();
         assert!(json.contains("\"given_names\":[\"Lotte\"]"), "{json}");
         assert!(json.contains("\"gender\":\"GENDER_FEMALE\""), "{json}");
+        // Well-known types follow the proto3 JSON mapping: a Timestamp is an RFC 3339 string.
+        assert!(json.contains("\"time\":\"2026-09-21T"), "{json}");
+        assert!(json.contains("\"birth\":{"), "{json}");
         let back: v1::LifeEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back, event);
         let bytes = event.encode_to_vec();
         assert_eq!(v1::LifeEvent::decode(bytes.as_slice()).unwrap(), event);
+    }
+
+    #[test]
+    fn json_in_lower_camel_case_is_accepted_too() {
+        let person: v1::Person = serde_json::from_str(
+            r#"{"insz":"26010100123","givenNames":["Lotte"],"familyName":"Peeters","gender":"GENDER_FEMALE"}"#,
+        )
+        .unwrap();
+        assert_eq!(person.given_names, ["Lotte"]);
+        assert_eq!(person.gender(), v1::Gender::Female);
     }
 
     #[test]
@@ -181,16 +194,40 @@ mod tests {
     }
 
     #[test]
-    fn the_descriptor_set_holds_the_three_services() {
-        let fds = prost_types_free_decode(super::FILE_DESCRIPTOR_SET);
-        for service in ["IngestService", "HandlerService", "OperationsService"] {
-            assert!(fds.contains(service), "{service} missing");
+    fn the_descriptor_set_decodes_and_holds_the_three_services() {
+        let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let services: Vec<String> = fds
+            .file
+            .iter()
+            .filter(|f| f.package() == "levensloop.v1")
+            .flat_map(|f| {
+                f.service
+                    .iter()
+                    .map(|s| format!("levensloop.v1.{}", s.name()))
+            })
+            .collect();
+        for service in [
+            "levensloop.v1.IngestService",
+            "levensloop.v1.HandlerService",
+            "levensloop.v1.OperationsService",
+        ] {
+            assert!(
+                services.iter().any(|s| s == service),
+                "{service} missing: {services:?}"
+            );
         }
-    }
-
-    /// The descriptor set's bytes include every service name verbatim; checking for them avoids
-    /// a dependency on prost-types just for this test.
-    fn prost_types_free_decode(bytes: &[u8]) -> String {
-        String::from_utf8_lossy(bytes).into_owned()
+        // Reflection clients must be able to resolve the imported well-known types too.
+        assert!(
+            fds.file
+                .iter()
+                .any(|f| f.name() == "google/protobuf/timestamp.proto")
+        );
+        // Our comments travel with the descriptor (protox keeps source info).
+        assert!(
+            fds.file
+                .iter()
+                .filter(|f| f.package() == "levensloop.v1")
+                .all(|f| f.source_code_info.is_some())
+        );
     }
 }
