@@ -8,6 +8,7 @@ export PATH := justfile_directory() / ".tools/bin" + ":" + env_var("PATH")
 # The local nats-server's port and data (kept under the project, in .data/).
 nats_port := env_var_or_default("LEVENSLOOP_NATS_PORT", "14222")
 nats_url := "nats://127.0.0.1:" + nats_port
+gateway_addr := env_var_or_default("LEVENSLOOP_GATEWAY_GRPC", "127.0.0.1:50051")
 
 # List the recipes.
 default:
@@ -40,12 +41,53 @@ nats-up: tools
 nats-down:
     @if [ -f .data/nats.pid ]; then kill "$(cat .data/nats.pid)" 2>/dev/null || true; rm -f .data/nats.pid; echo "nats-server stopped"; fi
 
-# The main job: start nats-server and run the demo against it.
-up: nats-up demo
+# The main job: start nats-server and the gateway, publish sample life events, show them.
+up: nats-up build gateway-up demo simulate
+
+# Build the release binaries once (the gateway, the `levensloop` command line).
+build:
+    cargo build --release --quiet -p levensloop-gateway -p levensloop-cli
+
+# Start the ingest gateway in the background (gRPC on 127.0.0.1:50051, NATS on the local
+# server); its log is .data/gateway.log.
+gateway-up: nats-up build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f .data/gateway.pid ] && kill -0 "$(cat .data/gateway.pid)" 2>/dev/null; then
+        echo "gateway already running (pid $(cat .data/gateway.pid))"
+        exit 0
+    fi
+    : > .data/gateway.log
+    nohup target/release/levensloop-gateway --nats-url {{nats_url}} --grpc-addr {{gateway_addr}} \
+        >>.data/gateway.log 2>&1 &
+    echo $! > .data/gateway.pid
+    for _ in $(seq 100); do
+        grep -q "gateway: gRPC on" .data/gateway.log 2>/dev/null && break
+        kill -0 "$(cat .data/gateway.pid)" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q "gateway: gRPC on" .data/gateway.log || { echo "the gateway did not start; see .data/gateway.log" >&2; cat .data/gateway.log >&2; exit 1; }
+    echo "gateway on {{gateway_addr}} (gRPC) and levensloop.ingest.> (NATS); log in .data/gateway.log"
+
+# Stop the gateway and nats-server.
+down: gateway-down nats-down
+
+# Stop the gateway.
+gateway-down:
+    @if [ -f .data/gateway.pid ]; then kill "$(cat .data/gateway.pid)" 2>/dev/null || true; rm -f .data/gateway.pid; echo "gateway stopped"; fi
 
 # Append and read back sample life events through the event store, on the local nats-server.
-demo: nats-up
-    cargo run --release --quiet -p levensloop-cli -- --nats-url {{nats_url}} demo
+demo: nats-up build
+    target/release/levensloop --nats-url {{nats_url}} demo
+
+# Act as a registry: realistic life events through the gateway, with duplicates and defects
+# (e.g. `infra/just simulate --via nats --count 10000 --rate 500`).
+simulate *ARGS: gateway-up
+    target/release/levensloop --nats-url {{nats_url}} simulate --gateway-url http://{{gateway_addr}} --count 500 --rate 250 --duplicates 0.1 --invalid 0.05 {{ARGS}}
+
+# Publish one life event (birth, death, move, driving-exam) through the gateway.
+publish KIND *ARGS: gateway-up
+    target/release/levensloop --nats-url {{nats_url}} publish {{KIND}} --gateway-url http://{{gateway_addr}} {{ARGS}}
 
 # Run every test (unit, contract, end-to-end, fault injection) against real nats-servers.
 test: tools
@@ -60,6 +102,16 @@ lint:
 bench-store *ARGS: tools
     cargo run --release --quiet -p levensloop-bench -- store {{ARGS}}
 
+# Life events per second through the gateway (gRPC stream and NATS) vs raw JetStream; prints
+# one JSON line.
+bench-ingest *ARGS: tools
+    cargo run --release --quiet -p levensloop-bench -- ingest {{ARGS}}
+
+# Fuzz the gateway's decoders and validator harder than the test suite does (property-based,
+# FUZZ_CASES per target, default 100,000; the test suite runs 2,000).
+fuzz:
+    FUZZ_CASES=${FUZZ_CASES:-100000} cargo test --release -p levensloop-gateway --lib never_panic
+
 # Remove the local data (.data/); stops nats-server first.
-clean-data: nats-down
+clean-data: down
     rm -rf .data

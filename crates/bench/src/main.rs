@@ -4,7 +4,10 @@
 //! - `store`: the event store's pipelined, optimistic-concurrency append rate against the raw
 //!   JetStream publish rate of the same server, payload size and pipelining, in the standard
 //!   and the strict profile.
+//! - `ingest`: life events per second through the gateway's gRPC and NATS doors, with the raw
+//!   JetStream rate of the same events.
 
+mod ingest;
 mod store;
 
 #[global_allocator]
@@ -23,6 +26,8 @@ struct Cli {
 enum Command {
     /// Event store appends vs raw JetStream publishes, standard and strict profile.
     Store(store::Args),
+    /// Life events through the gateway, over gRPC and over NATS, against raw JetStream.
+    Ingest(ingest::Args),
 }
 
 #[tokio::main]
@@ -30,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let line = match cli.command {
         Command::Store(args) => store::run(args).await?,
+        Command::Ingest(args) => ingest::run(args).await?,
     };
     println!("{line}");
     Ok(())

@@ -1,9 +1,10 @@
 //! `levensloop`: the command line of Levensloop.
 //!
-//! Today it runs the demo (sample life events through the event store) and inspects the
-//! store; publishing, simulating and operating sagas join it as those services land.
+//! It runs the demo (sample life events through the event store), inspects the store,
+//! publishes life events to the gateway and simulates a registry.
 
 mod demo;
+mod publish;
 mod render;
 mod store;
 
@@ -48,6 +49,10 @@ pub enum Output {
 enum Command {
     /// Append sample life events (birth, death, move, driving exam) and read them back.
     Demo(demo::Args),
+    /// Publish one life event to the gateway, over gRPC or NATS.
+    Publish(publish::PublishArgs),
+    /// Act as a registry: send realistic life events at a rate, with duplicates and defects.
+    Simulate(publish::SimulateArgs),
     /// Inspect the event store.
     #[command(subcommand)]
     Store(store::Command),
@@ -63,13 +68,24 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    // Publishing goes through the gateway, not the store.
+    match cli.command {
+        Command::Publish(args) => {
+            return publish::publish(&cli.nats_url, args, cli.output, &mut out).await;
+        }
+        Command::Simulate(args) => {
+            return publish::simulate(&cli.nats_url, args, cli.output, &mut out).await;
+        }
+        _ => {}
+    }
     let store = JetStreamStore::connect(&cli.nats_url, JetStreamConfig::default())
         .await
         .map_err(|e| {
             anyhow::anyhow!("{e}\n  is nats-server running? `infra/just nats-up` starts one")
         })?;
-    let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Publish(_) | Command::Simulate(_) => Ok(()),
         Command::Demo(args) => demo::run(&store, args, cli.output, &mut out).await,
         Command::Store(command) => store::run(&store, command, cli.output, &mut out).await,
     }
