@@ -205,7 +205,11 @@ async fn nats_run(args: &Args, events: Vec<v1::LifeEvent>) -> anyhow::Result<Tal
     let server = NatsServer::start()?;
     let gateway = start(gateway_config(&server, args)).await?;
     let client = async_nats::connect(server.url()).await?;
-    let js = jetstream::new(client.clone());
+    // Room for every capture acknowledgement the window can hold, so publishing never waits
+    // on an acknowledgement this loop has not polled yet.
+    let js = jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(args.in_flight + 1)
+        .build(client.clone());
     let mut verdicts = client.subscribe("bench.verdict.>").await?;
     let total = events.len();
     let messages: Vec<_> = events
@@ -267,7 +271,9 @@ async fn nats_run(args: &Args, events: Vec<v1::LifeEvent>) -> anyhow::Result<Tal
 async fn raw_rate(args: &Args, events: &[v1::LifeEvent]) -> anyhow::Result<f64> {
     let server = NatsServer::start()?;
     let client = async_nats::connect(server.url()).await?;
-    let js = jetstream::new(client);
+    let js = jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(args.in_flight + 1)
+        .build(client);
     js.create_stream(stream::Config {
         name: "RAW".to_owned(),
         subjects: vec!["raw.>".to_owned()],

@@ -256,8 +256,14 @@ impl Ingestor {
             _ => return Ok((true, String::new())),
         };
         let stream = person_stream(&person.insz)?;
+        // Most people have no facts yet: the first attempt assumes so and appends with "must
+        // not exist", saving a read; a conflict means there are facts, which are then read.
+        let mut known = Some((PersonState::default(), ExpectedVersion::NoStream));
         for _ in 0..PERSON_ATTEMPTS {
-            let (state, expected) = self.person_state(&stream, saga).await?;
+            let (state, expected) = match known.take() {
+                Some(assumed) => assumed,
+                None => self.person_state(&stream, saga).await?,
+            };
             if state.sagas.contains(&saga) {
                 // A retry of an event whose fact is already written.
                 return Ok(self.saga_decision(event, &state, &fact));

@@ -972,11 +972,11 @@ mod tests {
         fn exam_of(insz: &str, born: NaiveDate) -> v1::LifeEvent {
             let mut event = corpus::valid_driving_exam();
             event.subject = insz.to_owned();
-            if let Some(Payload::DrivingExamPassed(x)) = &mut event.payload {
-                if let Some(c) = x.candidate.as_mut() {
-                    c.insz = insz.to_owned();
-                    c.date_of_birth = born.format("%Y-%m-%d").to_string();
-                }
+            if let Some(Payload::DrivingExamPassed(x)) = &mut event.payload
+                && let Some(c) = x.candidate.as_mut()
+            {
+                c.insz = insz.to_owned();
+                c.date_of_birth = born.format("%Y-%m-%d").to_string();
             }
             event
         }
@@ -985,8 +985,9 @@ mod tests {
             // Born between 1925 and the exam date minus 17 years.
             let first = date(1925, 1, 1);
             let days = (date(2009, 10, 1) - first).num_days();
-            (0..=days, 1u16..=998, 0u8..3)
-                .prop_map(move |(d, serial, kind)| (first + chrono::Days::new(d as u64), serial, kind))
+            (0..=days, 1u16..=998, 0u8..3).prop_map(move |(d, serial, kind)| {
+                (first + chrono::Days::new(d as u64), serial, kind)
+            })
         }
 
         fn number(born: NaiveDate, serial: u16, kind: u8) -> String {
