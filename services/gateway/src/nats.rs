@@ -94,17 +94,27 @@ pub async fn run(
             reason: "cannot follow the ingest stream".to_owned(),
             source: Some(Box::new(e)),
         })?;
-    messages
-        .for_each_concurrent(concurrency, |message| {
-            let (client, ingestor, rejected) = (client.clone(), ingestor.clone(), rejected.clone());
-            async move {
-                match message {
-                    Ok(message) => handle(&client, &ingestor, &rejected, message).await,
-                    Err(e) => tracing::warn!(error = %e, "ingest consumer hiccup"),
-                }
+    // Each message is its own task (bounded by `concurrency`), so decoding and validation
+    // spread over every core rather than sharing one task.
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut messages = messages;
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, "ingest consumer hiccup");
+                continue;
             }
-        })
-        .await;
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, ingestor, rejected) = (client.clone(), ingestor.clone(), rejected.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            handle(&client, &ingestor, &rejected, message).await;
+        });
+    }
     Ok(())
 }
 
