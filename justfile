@@ -42,39 +42,26 @@ nats-down:
     @if [ -f .data/nats.pid ]; then kill "$(cat .data/nats.pid)" 2>/dev/null || true; rm -f .data/nats.pid; echo "nats-server stopped"; fi
 
 # The main job: start nats-server and the gateway, publish sample life events, show them.
-up: nats-up build gateway-up demo simulate
+up: nats-up build gateway-up orchestrator-up demo simulate
 
 # Build the release binaries once (the gateway, the `levensloop` command line).
 build:
-    cargo build --release --quiet -p levensloop-gateway -p levensloop-cli
+    cargo build --release --quiet -p levensloop-gateway -p levensloop-orchestrator -p levensloop-cli
 
 # Start the ingest gateway in the background (gRPC on 127.0.0.1:50051, NATS on the local
 # server); its log is .data/gateway.log.
 gateway-up: nats-up build
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if [ -f .data/gateway.pid ] && kill -0 "$(cat .data/gateway.pid)" 2>/dev/null; then
-        echo "gateway already running (pid $(cat .data/gateway.pid))"
-        exit 0
-    fi
-    : > .data/gateway.log
-    nohup target/release/levensloop-gateway --nats-url {{nats_url}} --grpc-addr {{gateway_addr}} \
-        >>.data/gateway.log 2>&1 &
-    echo $! > .data/gateway.pid
-    for _ in $(seq 100); do
-        grep -q "gateway: gRPC on" .data/gateway.log 2>/dev/null && break
-        kill -0 "$(cat .data/gateway.pid)" 2>/dev/null || break
-        sleep 0.1
-    done
-    grep -q "gateway: gRPC on" .data/gateway.log || { echo "the gateway did not start; see .data/gateway.log" >&2; cat .data/gateway.log >&2; exit 1; }
-    echo "gateway on {{gateway_addr}} (gRPC) and levensloop.ingest.> (NATS); log in .data/gateway.log"
+    @bash infra/service.sh start gateway "gateway: gRPC on" target/release/levensloop-gateway --nats-url {{nats_url}} --grpc-addr {{gateway_addr}}
 
-# Stop the gateway and nats-server.
-down: gateway-down nats-down
+# Start the orchestrator in the background; its log is .data/orchestrator.log.
+orchestrator-up: nats-up build
+    @bash infra/service.sh start orchestrator "orchestrator: running" target/release/levensloop-orchestrator --nats-url {{nats_url}}
 
-# Stop the gateway.
-gateway-down:
-    @if [ -f .data/gateway.pid ]; then kill "$(cat .data/gateway.pid)" 2>/dev/null || true; rm -f .data/gateway.pid; echo "gateway stopped"; fi
+# Stop the services and nats-server.
+down:
+    @bash infra/service.sh stop orchestrator
+    @bash infra/service.sh stop gateway
+    @just nats-down
 
 # Append and read back sample life events through the event store, on the local nats-server.
 demo: nats-up build
