@@ -13,6 +13,7 @@
 //! - Ensures each handler's work queue with the target system's in-flight limit (enforced by
 //!   the server across every instance and worker).
 
+pub mod clock;
 pub mod facts;
 pub mod index;
 pub mod io;
@@ -44,6 +45,8 @@ pub struct OrchestratorConfig {
     pub cache_capacity: usize,
     /// Life events and results handled at once.
     pub concurrency: usize,
+    /// What "now" is for the sagas (the system clock unless a test or demo says otherwise).
+    pub clock: clock::Clock,
 }
 
 impl Default for OrchestratorConfig {
@@ -54,6 +57,7 @@ impl Default for OrchestratorConfig {
             shards: 32,
             cache_capacity: 100_000,
             concurrency: 512,
+            clock: clock::Clock::system(),
         }
     }
 }
@@ -138,6 +142,7 @@ pub async fn start(
         index: index.clone(),
         catalog,
         router: router.clone(),
+        clock: config.clock.clone(),
     };
     let mut tasks = JoinSet::new();
     for inbox in inboxes {

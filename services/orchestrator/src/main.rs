@@ -2,6 +2,7 @@
 //! any number of instances can run side by side.
 
 use clap::Parser;
+use levensloop_orchestrator::clock::Clock;
 use levensloop_orchestrator::{OrchestratorConfig, start};
 use levensloop_sagas::Catalog;
 use levensloop_store::JetStreamConfig;
@@ -40,6 +41,11 @@ struct Args {
         default_value_t = 512
     )]
     concurrency: usize,
+    /// Run saga time this many times faster than the wall clock (a demo's six-month wait in
+    /// seconds). Every date the sagas store is on that clock: use it only with a store of
+    /// its own.
+    #[arg(long, env = "LEVENSLOOP_TIME_SCALE", default_value_t = 1.0)]
+    time_scale: f64,
 }
 
 #[tokio::main]
@@ -62,6 +68,11 @@ async fn main() -> anyhow::Result<()> {
             shards: args.shards,
             cache_capacity: args.cache,
             concurrency: args.concurrency,
+            clock: if args.time_scale > 1.0 {
+                Clock::scaled(args.time_scale)
+            } else {
+                Clock::system()
+            },
         },
         catalog,
     )

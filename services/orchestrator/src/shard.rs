@@ -8,6 +8,7 @@
 //! deceased person's other sagas. A conflict (another instance moved the saga) drops the
 //! cached state and decides again on the stored one.
 
+use crate::clock::Clock;
 use crate::facts;
 use crate::index::RunningIndex;
 use crate::io;
@@ -196,6 +197,7 @@ pub struct Shared {
     pub index: RunningIndex,
     pub catalog: Arc<Catalog>,
     pub router: Router,
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for Shared {
@@ -240,19 +242,23 @@ impl Shard {
 
     /// Handles messages and fires timers until every sender is gone.
     pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
+        let mut clock_changed = self.shared.clock.subscribe();
         loop {
             let next_due = self.timers.first().map(|(due, _, _)| *due);
-            let sleep = next_due.map(|due| {
-                let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                tokio::time::sleep(wait)
-            });
+            // A manual clock has no wall-clock wait: its timers fire when it is advanced.
+            let wait = next_due.and_then(|due| self.shared.clock.real_wait(due));
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     Some(msg) => self.handle(msg).await,
                     None => return,
                 },
-                () = async { if let Some(s) = sleep { s.await } }, if next_due.is_some() => {
+                () = async { if let Some(w) = wait { tokio::time::sleep(w).await } }, if wait.is_some() => {
                     self.fire_due().await;
+                }
+                changed = clock_changed.changed() => {
+                    if changed.is_ok() {
+                        self.fire_due().await;
+                    }
                 }
             }
         }
@@ -279,7 +285,7 @@ impl Shard {
     }
 
     async fn fire_due(&mut self) {
-        let now = Utc::now();
+        let now = self.shared.clock.now();
         while let Some(first) = self.timers.first().cloned() {
             if first.0 > now {
                 break;
@@ -312,7 +318,7 @@ impl Shard {
         if let Some(entry) = self.cache.get(&saga) {
             return Ok(Some(entry.state.status()));
         }
-        let now = Utc::now();
+        let now = self.shared.clock.now();
         let person = facts::person_of(&event).to_owned();
         let known = LifeEventKind::of(&event).and_then(|kind| self.shared.catalog.for_kind(kind));
         let facts = known
@@ -381,7 +387,7 @@ impl Shard {
             let Some(entry) = self.cache.get(&saga) else {
                 return Err(OrchestratorError::NotFound(saga));
             };
-            let decision = levensloop_sagas::decide(&entry.state, make(Utc::now()))?;
+            let decision = levensloop_sagas::decide(&entry.state, make(self.shared.clock.now()))?;
             if decision.events.is_empty() {
                 let status = entry.state.status();
                 self.execute(saga, decision.commands).await?;

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use levensloop_bus::{Bus, QueueLimits, decode_task};
 use levensloop_gateway::corpus;
 use levensloop_gateway::server::{GatewayConfig, RunningGateway};
+use levensloop_orchestrator::clock::Clock;
 use levensloop_orchestrator::{OrchestratorConfig, RunningOrchestrator, start};
 use levensloop_proto::saga_id;
 use levensloop_proto::v1::ingest_service_client::IngestServiceClient;
@@ -66,10 +67,44 @@ const HANDLERS: [&str; 5] = [
     "test.order",
 ];
 
+/// The licence saga with a wait of six months between the prefill and the order.
+const LICENCE_WITH_WAIT: &str = r#"
+name = "driving-exam-passed"
+version = 1
+life_event = "driving-exam-passed"
+person = "candidate.insz"
+municipality = "residence_municipality_nis_code"
+
+[defaults]
+timeout = "20s"
+retry = { max_attempts = 3, backoff_base = "1s", backoff_max = "2s", jitter = 0.0 }
+
+[[steps]]
+id = "prefill"
+handler = "test.prefill"
+entitled = ["candidate.insz"]
+
+[[steps]]
+id = "six-months"
+kind = "wait"
+needs = ["prefill"]
+wait = { duration = "6 months" }
+
+[[steps]]
+id = "order"
+handler = "test.order"
+needs = ["six-months"]
+entitled = ["candidate.insz"]
+"#;
+
 fn catalog() -> Catalog {
+    catalog_of(LICENCE)
+}
+
+fn catalog_of(definition: &str) -> Catalog {
     let mut catalog = Catalog::new();
     catalog
-        .insert(Definition::from_toml_str(LICENCE).unwrap())
+        .insert(Definition::from_toml_str(definition).unwrap())
         .unwrap();
     catalog
 }
@@ -160,13 +195,18 @@ impl World {
     }
 
     async fn orchestrator(&self) -> RunningOrchestrator {
+        self.orchestrator_with(catalog(), Clock::system()).await
+    }
+
+    async fn orchestrator_with(&self, catalog: Catalog, clock: Clock) -> RunningOrchestrator {
         start(
             OrchestratorConfig {
                 nats_url: self.server.url(),
                 shards: 8,
+                clock,
                 ..OrchestratorConfig::default()
             },
-            catalog(),
+            catalog,
         )
         .await
         .unwrap()
@@ -438,4 +478,72 @@ async fn a_retry_due_while_the_orchestrator_is_down_happens_after_it_restarts() 
         assert_eq!(prefill_attempts, [1, 2], "{saga}");
     }
     second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_of_months_survives_restarts_and_fires_once() {
+    let world = World::start().await;
+    let seen: Seen = Arc::default();
+    let _responders = responders(&world.bus, Arc::new(|_, _| completed()), seen.clone());
+    let clock = Clock::manual(chrono::Utc::now());
+    let first = world
+        .orchestrator_with(catalog_of(LICENCE_WITH_WAIT), clock.clone())
+        .await;
+    let sagas = world.publish_exams(4, "wait").await;
+    await_events(&world.store, "wait-watch", sagas.len(), |e| {
+        matches!(e, Event::WaitStarted(_))
+    })
+    .await;
+    first.shutdown().await;
+
+    // Three months pass with a new orchestrator: the wait holds, nothing is ordered.
+    let second = world
+        .orchestrator_with(catalog_of(LICENCE_WITH_WAIT), clock.clone())
+        .await;
+    assert_eq!(second.recovered, sagas.len());
+    clock.advance(chrono::Duration::days(91));
+    second.shutdown().await;
+
+    // Another orchestrator; the six months end while it runs.
+    let third = world
+        .orchestrator_with(catalog_of(LICENCE_WITH_WAIT), clock.clone())
+        .await;
+    clock.advance(chrono::Duration::days(92));
+    let histories = world.await_ended(&sagas).await;
+    for (saga, events) in &histories {
+        assert_eq!(
+            count(events, |e| matches!(e, Event::WaitElapsed(_))),
+            1,
+            "{saga}"
+        );
+        assert_eq!(
+            count(events, |e| matches!(e, Event::SagaCompleted(_))),
+            1,
+            "{saga}"
+        );
+        let elapsed_at = events
+            .iter()
+            .find(|e| matches!(e.event, Some(Event::WaitElapsed(_))))
+            .and_then(|e| e.occurred_at)
+            .unwrap();
+        let started_at = events
+            .iter()
+            .find(|e| matches!(e.event, Some(Event::WaitStarted(_))))
+            .and_then(|e| e.occurred_at)
+            .unwrap();
+        let days = (elapsed_at.seconds - started_at.seconds) / 86_400;
+        assert!((181..=184).contains(&days), "{saga}: waited {days} days");
+    }
+    let orders = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(h, _, _)| h == "test.order")
+        .count();
+    assert_eq!(
+        orders,
+        sagas.len(),
+        "each order placed once, after the wait"
+    );
+    third.shutdown().await;
 }

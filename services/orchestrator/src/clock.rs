@@ -1,0 +1,130 @@
+//! The orchestrator's clock: the engine is given "now" as an input, and this decides what
+//! "now" is.
+//!
+//! - [`Clock::system`]: the wall clock (production).
+//! - [`Clock::scaled`]: time running `scale` times faster than the wall clock from the moment
+//!   it is created, for demos where a six-month wait should pass in seconds. Every date a
+//!   saga stores is on this clock, so use it only on a store of its own.
+//! - [`Clock::manual`]: time that moves only when a test calls [`Clock::advance`].
+//!
+//! Timers sleep until [`Clock::real_wait`] has passed or the clock says it has changed.
+
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug)]
+enum Kind {
+    System,
+    Scaled {
+        real_start: Instant,
+        start: DateTime<Utc>,
+        scale: f64,
+    },
+    Manual(Mutex<DateTime<Utc>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Clock {
+    kind: Arc<Kind>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl Clock {
+    fn with(kind: Kind) -> Self {
+        Self {
+            kind: Arc::new(kind),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    pub fn system() -> Self {
+        Self::with(Kind::System)
+    }
+
+    /// Time `scale` times faster than the wall clock, starting now.
+    pub fn scaled(scale: f64) -> Self {
+        Self::with(Kind::Scaled {
+            real_start: Instant::now(),
+            start: Utc::now(),
+            scale: scale.max(1.0),
+        })
+    }
+
+    pub fn manual(start: DateTime<Utc>) -> Self {
+        Self::with(Kind::Manual(Mutex::new(start)))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match &*self.kind {
+            Kind::System => Utc::now(),
+            Kind::Scaled {
+                real_start,
+                start,
+                scale,
+            } => {
+                let virtual_elapsed = real_start.elapsed().as_secs_f64() * scale;
+                *start + chrono::Duration::milliseconds((virtual_elapsed * 1000.0) as i64)
+            }
+            Kind::Manual(now) => now.lock().map(|t| *t).unwrap_or_else(|p| *p.into_inner()),
+        }
+    }
+
+    /// How long to sleep on the wall clock until `until` on this clock; `None` for a manual
+    /// clock (wait for [`Clock::advance`]).
+    pub fn real_wait(&self, until: DateTime<Utc>) -> Option<Duration> {
+        let ahead = (until - self.now()).to_std().unwrap_or(Duration::ZERO);
+        match &*self.kind {
+            Kind::System => Some(ahead),
+            Kind::Scaled { scale, .. } => Some(ahead.div_f64(*scale)),
+            Kind::Manual(_) => None,
+        }
+    }
+
+    /// Moves a manual clock forward (other clocks ignore it) and wakes every timer.
+    pub fn advance(&self, by: chrono::Duration) {
+        if let Kind::Manual(now) = &*self.kind {
+            if let Ok(mut now) = now.lock() {
+                *now += by;
+            }
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes when a manual clock moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let start = Utc::now();
+        let clock = Clock::manual(start);
+        assert_eq!(clock.now(), start);
+        let changes = clock.subscribe();
+        clock.advance(chrono::Duration::days(180));
+        assert_eq!(clock.now(), start + chrono::Duration::days(180));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(clock.real_wait(start), None);
+    }
+
+    #[test]
+    fn a_scaled_clock_shortens_waits() {
+        let clock = Clock::scaled(86_400.0);
+        let in_a_day = clock.now() + chrono::Duration::days(1);
+        let wait = clock.real_wait(in_a_day).unwrap();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+    }
+}
