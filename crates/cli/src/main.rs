@@ -6,6 +6,7 @@
 mod demo;
 mod publish;
 mod render;
+mod saga;
 mod store;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,6 +54,9 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Act as a registry: send realistic life events at a rate, with duplicates and defects.
     Simulate(publish::SimulateArgs),
+    /// Show a saga's timeline.
+    #[command(subcommand)]
+    Saga(saga::Command),
     /// Inspect the event store.
     #[command(subcommand)]
     Store(store::Command),
@@ -88,5 +92,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Publish(_) | Command::Simulate(_) => Ok(()),
         Command::Demo(args) => demo::run(&store, args, cli.output, &mut out).await,
         Command::Store(command) => store::run(&store, command, cli.output, &mut out).await,
+        Command::Saga(command) => saga::run(&store, command, cli.output, &mut out).await,
     }
 }
