@@ -131,13 +131,24 @@ type Seen = Arc<Mutex<Vec<(String, String, u32)>>>;
 
 /// Stand-in target systems: answer every task of the test handlers as scripted.
 fn responders(bus: &Bus, script: Script, seen: Seen) -> Vec<tokio::task::JoinHandle<()>> {
-    HANDLERS
+    responders_for(bus, &HANDLERS.map(str::to_owned), script, seen)
+}
+
+/// Stand-in target systems for these handlers.
+fn responders_for(
+    bus: &Bus,
+    handlers: &[String],
+    script: Script,
+    seen: Seen,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    handlers
         .iter()
         .map(|handler| {
             let (bus, script, seen) = (bus.clone(), script.clone(), seen.clone());
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let consumer = bus
-                    .handler_queue(handler, QueueLimits::default())
+                    .handler_queue(&handler, QueueLimits::default())
                     .await
                     .unwrap();
                 let mut messages = consumer.messages().await.unwrap();
@@ -154,7 +165,7 @@ fn responders(bus: &Bus, script: Script, seen: Seen) -> Vec<tokio::task::JoinHan
                         attempt: task.attempt,
                         outcome: script(&task.handler, task.attempt),
                     };
-                    bus.publish_result(handler, &result, &task.traceparent, &task.tracestate)
+                    bus.publish_result(&handler, &result, &task.traceparent, &task.tracestate)
                         .await
                         .unwrap();
                     message.ack().await.unwrap();
@@ -546,4 +557,108 @@ async fn a_wait_of_months_survives_restarts_and_fires_once() {
         "each order placed once, after the wait"
     );
     third.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_death_cancels_the_persons_waiting_move_and_undoes_its_provisional_steps() {
+    let world = World::start().await;
+    let catalog = Catalog::builtin().unwrap();
+    let handlers: Vec<String> = catalog
+        .definitions()
+        .flat_map(|d| {
+            d.handlers()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let seen: Seen = Arc::default();
+    let _responders = responders_for(
+        &world.bus,
+        &handlers,
+        Arc::new(|_, _| completed()),
+        seen.clone(),
+    );
+    let orchestrator = world.orchestrator_with(catalog, Clock::system()).await;
+    let mut client = IngestServiceClient::connect(format!("http://{}", world.gateway.grpc_addr))
+        .await
+        .unwrap();
+    let mut publish = async |event: v1::LifeEvent| {
+        let ack = client
+            .publish(PublishRequest {
+                event: Some(v1::publish_request::Event::LifeEvent(event.clone())),
+                sequence: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.outcome(), PublishOutcome::Accepted, "{ack:?}");
+        saga_id(&event.source, &event.id)
+    };
+
+    // Jonas Claes moves to Leuven; the move waits for the police check.
+    let moved = corpus::valid_change_of_address();
+    let move_saga = publish(moved.clone()).await;
+    await_events(
+        &world.store,
+        "police-watch",
+        1,
+        |e| matches!(e, Event::StepScheduled(s) if s.step_id == "police-check"),
+    )
+    .await;
+
+    // He dies before the check is done.
+    let mut death = corpus::valid_death();
+    death.id = "dabs-death-claes".to_owned();
+    death.subject = "85073003328".to_owned();
+    if let Some(v1::life_event::Payload::Death(d)) = &mut death.payload {
+        d.deceased = moved.payload.as_ref().and_then(|p| match p {
+            v1::life_event::Payload::ChangeOfAddress(m) => m.person.clone(),
+            _ => None,
+        });
+        d.date_of_death = "2026-11-10".to_owned();
+    }
+    let death_saga = publish(death).await;
+
+    let histories = world.await_ended(&[move_saga]).await;
+    let events = &histories[&move_saga];
+    let cancelled: Vec<&v1::SagaCancelled> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::SagaCancelled(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled.len(), 1, "the move is cancelled once");
+    assert_eq!(cancelled[0].cause_saga_id, death_saga.to_string());
+    let succeeded: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::StepSucceeded(s)) => Some(s.step_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let compensated: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::StepCompensated(s)) => Some(s.step_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        compensated.iter().any(|s| s.starts_with("provisional")),
+        "provisional steps undone: {compensated:?} (succeeded: {succeeded:?})"
+    );
+    // Undone in reverse order of completion.
+    let order: Vec<&String> = succeeded
+        .iter()
+        .filter(|s| compensated.contains(s))
+        .rev()
+        .collect();
+    assert_eq!(order, compensated.iter().collect::<Vec<_>>());
+    // The police check never completed.
+    assert!(!succeeded.contains(&"police-check".to_owned()));
+    orchestrator.shutdown().await;
 }
