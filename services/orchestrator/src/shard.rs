@@ -97,14 +97,17 @@ pub enum SagaInput {
 }
 
 impl SagaInput {
-    fn at(self, now: DateTime<Utc>) -> Input {
+    /// The engine input at `now`; `None` when there is nothing to decide.
+    fn at(self, state: &SagaState, now: DateTime<Utc>) -> Option<Input> {
         let jitter = rand::random::<f64>();
-        match self {
-            Self::TaskResult(result) => Input::TaskResult {
-                result,
-                now,
-                jitter,
-            },
+        Some(match self {
+            Self::TaskResult(result) => {
+                return human_answer(state, &result, now).unwrap_or(Some(Input::TaskResult {
+                    result,
+                    now,
+                    jitter,
+                }));
+            }
             Self::PersonDied { cause_saga_id } => Input::PersonDied { cause_saga_id, now },
             Self::RetryStep {
                 step_id,
@@ -138,8 +141,48 @@ impl SagaInput {
                 now,
             },
             Self::Resume { actor, reason } => Input::Resume { actor, reason, now },
-        }
+        })
     }
+}
+
+/// A human step's task is on a work list for people; the answer from that list (the
+/// back-office application, or the simulated clerks of the demo) completes or rejects the
+/// step. `None` when the result is not for a human step; `Some(None)` for an answer that
+/// decides nothing (a retryable failure: the step keeps waiting for a person).
+fn human_answer(
+    state: &SagaState,
+    result: &v1::TaskResult,
+    now: DateTime<Utc>,
+) -> Option<Option<Input>> {
+    let step_id = result.idempotency_key.split('/').nth(1)?;
+    let step = state.definition().step(step_id)?;
+    if !matches!(step.kind, levensloop_sagas::StepKind::Human { .. }) {
+        return None;
+    }
+    let actor = |r: &Option<levensloop_proto::types::Struct>| {
+        r.as_ref()
+            .and_then(|s| s.fields.get("actor"))
+            .and_then(|v| match &v.kind {
+                Some(levensloop_proto::types::value::Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "work-list".to_owned())
+    };
+    Some(match &result.outcome {
+        Some(v1::task_result::Outcome::Completed(c)) => Some(Input::CompleteHuman {
+            step_id: step_id.to_owned(),
+            actor: actor(&c.result),
+            note: String::new(),
+            now,
+        }),
+        Some(v1::task_result::Outcome::Failed(f)) if !f.retryable => Some(Input::RejectHuman {
+            step_id: step_id.to_owned(),
+            actor: "work-list".to_owned(),
+            reason: f.reason.clone(),
+            now,
+        }),
+        _ => None,
+    })
 }
 
 /// Sends messages to the shard that owns a saga.
@@ -298,7 +341,10 @@ impl Shard {
                 now,
                 jitter: rand::random::<f64>(),
             };
-            if let Err(e) = self.decide_and_store(saga, |_| input.clone()).await {
+            if let Err(e) = self
+                .decide_and_store(saga, |_, _| Some(input.clone()))
+                .await
+            {
                 tracing::warn!(%saga, timer = %timer.key(), error = %e, "timer not handled; trying again shortly");
                 // Durable anyway (the saga's events hold it); retry soon rather than lose it.
                 let retry = Timer {
@@ -371,7 +417,7 @@ impl Shard {
         saga: Uuid,
         input: SagaInput,
     ) -> Result<Option<SagaStatus>, OrchestratorError> {
-        self.decide_and_store(saga, move |now| input.clone().at(now))
+        self.decide_and_store(saga, move |state, now| input.clone().at(state, now))
             .await
     }
 
@@ -380,14 +426,17 @@ impl Shard {
     async fn decide_and_store(
         &mut self,
         saga: Uuid,
-        make: impl Fn(DateTime<Utc>) -> Input,
+        make: impl Fn(&SagaState, DateTime<Utc>) -> Option<Input>,
     ) -> Result<Option<SagaStatus>, OrchestratorError> {
         for _ in 0..ATTEMPTS {
             self.load(saga).await?;
             let Some(entry) = self.cache.get(&saga) else {
                 return Err(OrchestratorError::NotFound(saga));
             };
-            let decision = levensloop_sagas::decide(&entry.state, make(self.shared.clock.now()))?;
+            let Some(input) = make(&entry.state, self.shared.clock.now()) else {
+                return Ok(Some(entry.state.status()));
+            };
+            let decision = levensloop_sagas::decide(&entry.state, input)?;
             if decision.events.is_empty() {
                 let status = entry.state.status();
                 self.execute(saga, decision.commands).await?;
@@ -480,8 +529,11 @@ impl Shard {
         for command in commands {
             match command {
                 Command::DispatchTask(task) => self.dispatch(&task).await,
+                // The work list of the people who act (police, counter clerks) is the handler's
+                // queue; their answer comes back as a result.
                 Command::AwaitHuman(task) => {
                     tracing::info!(%saga, step = %task.step_id, handler = %task.handler, "waiting for a person");
+                    self.dispatch(&task).await;
                 }
                 Command::SettleOtherSagas {
                     task,
