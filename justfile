@@ -42,11 +42,11 @@ nats-down:
     @if [ -f .data/nats.pid ]; then kill "$(cat .data/nats.pid)" 2>/dev/null || true; rm -f .data/nats.pid; echo "nats-server stopped"; fi
 
 # The main job: start nats-server and the gateway, publish sample life events, show them.
-up: nats-up build gateway-up orchestrator-up demo simulate
+up: nats-up build gateway-up orchestrator-up workers-up demo simulate timelines
 
 # Build the release binaries once (the gateway, the `levensloop` command line).
 build:
-    cargo build --release --quiet -p levensloop-gateway -p levensloop-orchestrator -p levensloop-cli
+    cargo build --release --quiet -p levensloop-gateway -p levensloop-orchestrator -p levensloop-workers -p levensloop-cli
 
 # Start the ingest gateway in the background (gRPC on 127.0.0.1:50051, NATS on the local
 # server); its log is .data/gateway.log.
@@ -57,8 +57,26 @@ gateway-up: nats-up build
 orchestrator-up: nats-up build
     @bash infra/service.sh start orchestrator "orchestrator: running" target/release/levensloop-orchestrator --nats-url {{nats_url}}
 
+# Start the built-in workers (simulated target systems, 20-50 ms each) in the background; their
+# log is .data/workers.log.
+workers-up: nats-up build
+    @bash infra/service.sh start workers "workers: serving" target/release/levensloop-workers --nats-url {{nats_url}}
+
+# Print the timelines of the demo's four sagas (birth, death, move, driving exam).
+timelines:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for saga in 12b44ae1-7d6d-5c43-a6c5-301252b6740f a0234c72-efbc-5dae-83c3-e14c48bca92f \
+                ad1f015d-f32b-57a1-bf29-ec45c4ff7d0f 50a5fe63-8bba-5b83-8fae-e031a2de6e50; do
+        target/release/levensloop --nats-url {{nats_url}} saga show "$saga" || true
+        echo
+    done
+    echo "effects recorded by the workers (per handler):"
+    RUST_LOG=warn target/release/levensloop-workers --nats-url {{nats_url}} ledger
+
 # Stop the services and nats-server.
 down:
+    @bash infra/service.sh stop workers
     @bash infra/service.sh stop orchestrator
     @bash infra/service.sh stop gateway
     @just nats-down

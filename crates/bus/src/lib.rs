@@ -13,12 +13,19 @@
 //! A worker acknowledges its task only after its result is captured, so a worker that dies
 //! mid-task has the task delivered again after the ack wait (its idempotency key keeps the
 //! effect once).
+//!
+//! - **Rates**: [`RateGate`] (module [`rate`]), a handler's requests-per-second limit shared
+//!   by every process that calls its target system, through the key-value bucket
+//!   [`RATES_BUCKET`].
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use levensloop_proto::v1;
 use prost::Message;
 use std::time::Duration;
+
+pub mod rate;
+pub use rate::{LATENESS_BUDGET, RATES_BUCKET, RateGate, Slot, slot_interval};
 
 pub const TASKS_STREAM: &str = "LEVENSLOOP_TASKS";
 pub const TASKS_PREFIX: &str = "levensloop.tasks";
