@@ -96,9 +96,10 @@ pub fn result_subject(handler: &str) -> String {
     format!("{RESULTS_PREFIX}.{handler}")
 }
 
-/// The durable consumer of a handler's queue (consumer names hold no dots).
+/// The durable consumer of a handler's queue. Consumer names hold no dots: `_` is doubled
+/// and `.` becomes `_`, so two handlers never share a consumer (`a.b_c` and `a_b.c` differ).
 pub fn consumer_name(handler: &str) -> String {
-    format!("handler-{}", handler.replace('.', "_"))
+    format!("handler-{}", handler.replace('_', "__").replace('.', "_"))
 }
 
 /// How a handler's queue delivers.
@@ -331,6 +332,7 @@ mod tests {
             "levensloop.tasks.diftar.close"
         );
         assert_eq!(consumer_name("diftar.close"), "handler-diftar_close");
+        assert_ne!(consumer_name("a.b_c"), consumer_name("a_b.c"));
         assert_eq!(
             handler_of_result_subject("levensloop.results.diftar.close"),
             Some("diftar.close")
