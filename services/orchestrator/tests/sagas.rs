@@ -97,6 +97,33 @@ needs = ["six-months"]
 entitled = ["candidate.insz"]
 "#;
 
+/// The licence saga with the hand-over at the counter, done by a person.
+const LICENCE_WITH_HAND_OVER: &str = r#"
+name = "driving-exam-passed"
+version = 1
+life_event = "driving-exam-passed"
+person = "candidate.insz"
+municipality = "residence_municipality_nis_code"
+
+[defaults]
+timeout = "20s"
+retry = { max_attempts = 3, backoff_base = "1s", backoff_max = "2s", jitter = 0.0 }
+
+[[steps]]
+id = "order"
+handler = "test.order"
+entitled = ["candidate.insz"]
+
+[[steps]]
+id = "hand-over"
+kind = "human"
+handler = "test.counter"
+needs = ["order"]
+timeout = "3 months"
+on_timeout = "fail"
+entitled = ["candidate.insz", "candidate.family_name"]
+"#;
+
 fn catalog() -> Catalog {
     catalog_of(LICENCE)
 }
@@ -679,5 +706,50 @@ async fn a_death_cancels_the_persons_waiting_move_and_undoes_its_provisional_ste
     assert_eq!(order, compensated.iter().collect::<Vec<_>>());
     // The police check never completed.
     assert!(!succeeded.contains(&"police-check".to_owned()));
+    orchestrator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_human_step_waits_on_its_work_list_until_a_person_answers() {
+    let world = World::start().await;
+    let seen: Seen = Arc::default();
+    let handlers = ["test.order".to_owned(), "test.counter".to_owned()];
+    let _responders = responders_for(
+        &world.bus,
+        &handlers,
+        Arc::new(|_, _| completed()),
+        seen.clone(),
+    );
+    let orchestrator = world
+        .orchestrator_with(catalog_of(LICENCE_WITH_HAND_OVER), Clock::system())
+        .await;
+    let sagas = world.publish_exams(3, "counter").await;
+    let histories = world.await_ended(&sagas).await;
+    for (saga, events) in &histories {
+        let completed_by: Vec<&v1::HumanTaskCompleted> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(Event::HumanTaskCompleted(h)) => Some(h),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(completed_by.len(), 1, "{saga}");
+        assert_eq!(completed_by[0].step_id, "hand-over");
+        assert_eq!(
+            count(events, |e| matches!(e, Event::SagaCompleted(_))),
+            1,
+            "{saga}"
+        );
+    }
+    // The clerk's work list got each hand-over once, after the order.
+    let seen = seen.lock().unwrap().clone();
+    for saga in &sagas {
+        let order: Vec<&str> = seen
+            .iter()
+            .filter(|(_, key, _)| key.starts_with(&saga.to_string()))
+            .map(|(h, _, _)| h.as_str())
+            .collect();
+        assert_eq!(order, ["test.order", "test.counter"], "{saga}");
+    }
     orchestrator.shutdown().await;
 }
