@@ -231,3 +231,32 @@ mod tests {
         );
     }
 }
+
+/// How life events and sagas are laid out in the event store: the names the gateway writes,
+/// the orchestrator follows and the command line reads.
+pub mod stored {
+    /// One stream per accepted life event: `lifeevent-<saga id>`.
+    pub const LIFE_EVENT_CATEGORY: &str = "lifeevent";
+    /// One stream per saga: `saga-<saga id>`.
+    pub const SAGA_CATEGORY: &str = "saga";
+    /// One stream of invariant facts per person: `person-<person id>`.
+    pub const PERSON_CATEGORY: &str = "person";
+    /// The event type of a stored `levensloop.v1.LifeEvent`.
+    pub const LIFE_EVENT_TYPE: &str = "levensloop.v1.LifeEvent";
+    /// The event type of a stored `levensloop.v1.SagaEvent`.
+    pub const SAGA_EVENT_TYPE: &str = "levensloop.v1.SagaEvent";
+    /// Metadata on a stored life event: "false" when it starts no saga.
+    pub const META_STARTS_SAGA: &str = "levensloop-starts-saga";
+    /// Metadata beside [`META_STARTS_SAGA`]: why no saga starts.
+    pub const META_NO_SAGA_REASON: &str = "levensloop-no-saga-reason";
+
+    /// A person's id in stream names and keys: UUID v5 of the INSZ, so no national number
+    /// appears in a subject, a stream name or a key.
+    pub fn person_id(insz: &str) -> uuid::Uuid {
+        let namespace = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            b"https://levensloop.vlaanderen.be/person",
+        );
+        uuid::Uuid::new_v5(&namespace, insz.as_bytes())
+    }
+}

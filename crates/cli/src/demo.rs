@@ -18,7 +18,7 @@ use std::io::Write;
 use std::time::Duration;
 
 /// The category of the streams that hold accepted life events.
-pub const LIFE_EVENT_CATEGORY: &str = "lifeevent";
+pub use levensloop_proto::stored::LIFE_EVENT_CATEGORY;
 
 const SOURCE: &str = "urn:be:levensloop:demo";
 

@@ -7,7 +7,7 @@ use prost::Message;
 use std::io::Write;
 
 /// The event type under which life events are stored.
-pub const LIFE_EVENT: &str = "levensloop.v1.LifeEvent";
+pub use levensloop_proto::stored::LIFE_EVENT_TYPE as LIFE_EVENT;
 
 /// A stored event decoded to JSON where its type is known, else its size.
 fn body(event: &RecordedEvent) -> serde_json::Value {

@@ -3,6 +3,7 @@
 use crate::Output;
 use crate::render;
 use anyhow::Context as _;
+use levensloop_proto::stored;
 use levensloop_proto::v1::{self, saga_event::Event};
 use levensloop_store::{EventStore, ReadFrom, StoreError, StreamName};
 use prost::Message;
@@ -24,7 +25,7 @@ pub async fn run(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let Command::Show { id } = command;
-    let life = StreamName::new("lifeevent", id.to_string())?;
+    let life = StreamName::new(stored::LIFE_EVENT_CATEGORY, id.to_string())?;
     let life_event = match store.read(&life, ReadFrom::Start).await {
         Ok(slice) => slice
             .events
@@ -35,7 +36,7 @@ pub async fn run(
         Err(StoreError::StreamNotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let stream = StreamName::new("saga", id.to_string())?;
+    let stream = StreamName::new(stored::SAGA_CATEGORY, id.to_string())?;
     let slice = match store.read(&stream, ReadFrom::Start).await {
         Ok(slice) => slice,
         Err(StoreError::StreamNotFound { .. }) => {

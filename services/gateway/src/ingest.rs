@@ -27,15 +27,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The category of the streams holding accepted life events (one per event).
-pub const LIFE_EVENT_CATEGORY: &str = "lifeevent";
-/// The category of the per-person fact streams.
-pub const PERSON_CATEGORY: &str = "person";
-/// The event type of a stored life event (a protobuf `levensloop.v1.LifeEvent`).
-pub const LIFE_EVENT_TYPE: &str = "levensloop.v1.LifeEvent";
-/// Metadata on a stored life event: "false" when it starts no saga, with the reason beside it.
-pub const META_STARTS_SAGA: &str = "levensloop-starts-saga";
-pub const META_NO_SAGA_REASON: &str = "levensloop-no-saga-reason";
+pub use levensloop_proto::stored::{
+    LIFE_EVENT_CATEGORY, LIFE_EVENT_TYPE, META_NO_SAGA_REASON, META_STARTS_SAGA, PERSON_CATEGORY,
+};
 /// Metadata: the content type the event arrived in, and the door it came through.
 pub const META_CONTENT_TYPE: &str = "levensloop-received-content-type";
 pub const META_ORIGIN: &str = "levensloop-origin";
@@ -392,13 +386,9 @@ impl Ingestor {
 /// The person stream of an INSZ: keyed by a UUID v5 of the number, so no national number
 /// appears in a subject or a stream name.
 pub fn person_stream(insz: &str) -> Result<StreamName, StoreError> {
-    let namespace = Uuid::new_v5(
-        &Uuid::NAMESPACE_URL,
-        b"https://levensloop.vlaanderen.be/person",
-    );
     StreamName::new(
         PERSON_CATEGORY,
-        Uuid::new_v5(&namespace, insz.as_bytes()).to_string(),
+        levensloop_proto::stored::person_id(insz).to_string(),
     )
 }
 

@@ -29,11 +29,7 @@ pub fn person_key(insz: &str) -> String {
     if insz.is_empty() {
         return NO_PERSON.to_owned();
     }
-    let namespace = Uuid::new_v5(
-        &Uuid::NAMESPACE_URL,
-        b"https://levensloop.vlaanderen.be/person",
-    );
-    Uuid::new_v5(&namespace, insz.as_bytes())
+    levensloop_proto::stored::person_id(insz)
         .simple()
         .to_string()
 }

@@ -12,11 +12,9 @@ use levensloop_store::{
 use prost::Message;
 use uuid::Uuid;
 
-pub const SAGA_CATEGORY: &str = "saga";
-pub const LIFE_EVENT_CATEGORY: &str = "lifeevent";
-pub const SAGA_EVENT_TYPE: &str = "levensloop.v1.SagaEvent";
-/// Metadata the gateway sets on a life event that starts no saga.
-pub const META_STARTS_SAGA: &str = "levensloop-starts-saga";
+pub use levensloop_proto::stored::{
+    LIFE_EVENT_CATEGORY, META_STARTS_SAGA, SAGA_CATEGORY, SAGA_EVENT_TYPE,
+};
 
 pub fn saga_stream(saga: Uuid) -> Result<StreamName, StoreError> {
     StreamName::new(SAGA_CATEGORY, saga.to_string())

@@ -10,8 +10,8 @@
 //!   [`index`] of running sagas and re-dispatches their pending steps (same task ids) and
 //!   re-arms their timers, so retries and timeouts due while it was down happen after it
 //!   restarts.
-//! - Ensures each handler's work queue with the target system's in-flight limit (enforced by
-//!   the server across every instance and worker).
+//! - Leaves each handler's queue consumer, with the target system's in-flight limit, to the
+//!   side that delivers to the target (the workers): tasks wait in the stream until then.
 
 pub mod clock;
 pub mod facts;
@@ -21,7 +21,7 @@ pub mod shard;
 
 use futures::StreamExt;
 use index::RunningIndex;
-use levensloop_bus::{Bus, QueueLimits};
+use levensloop_bus::Bus;
 use levensloop_sagas::Catalog;
 use levensloop_store::{EventStore, JetStreamConfig, JetStreamStore};
 use shard::{Msg, Router, SagaInput, Shard, Shared};
@@ -94,18 +94,6 @@ impl RunningOrchestrator {
     }
 }
 
-/// The in-flight limit of a handler's queue, from the definitions.
-pub fn queue_limits(catalog: &Catalog, handler: &str) -> QueueLimits {
-    let defaults = QueueLimits::default();
-    QueueLimits {
-        max_in_flight: catalog
-            .handler_limits(handler)
-            .and_then(|l| l.max_in_flight)
-            .unwrap_or(defaults.max_in_flight),
-        ..defaults
-    }
-}
-
 /// Connects, recovers the running sagas and starts following life events and results.
 pub async fn start(
     config: OrchestratorConfig,
@@ -116,19 +104,6 @@ pub async fn start(
     let replicas = config.store.replicas;
     let bus = Bus::new(client.clone(), replicas).await?;
     let catalog = Arc::new(catalog);
-    let handlers: std::collections::BTreeSet<String> = catalog
-        .definitions()
-        .flat_map(|d| {
-            d.handlers()
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for handler in &handlers {
-        bus.handler_queue(handler, queue_limits(&catalog, handler))
-            .await?;
-    }
     let index = RunningIndex::open(&async_nats::jetstream::new(client), replicas).await?;
     let store: Arc<dyn EventStore> = Arc::new(store);
 
