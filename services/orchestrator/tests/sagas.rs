@@ -375,7 +375,6 @@ async fn every_life_event_gets_one_saga_that_completes_each_step_once() {
             1,
             "{saga}"
         );
-        // Data minimisation: the order step got the INSZ and the category, nothing else.
     }
     // Each step reached its target once per saga (no retries were needed).
     let seen = seen.lock().unwrap().clone();
