@@ -17,6 +17,8 @@
 //! - **Rates**: [`RateGate`] (module [`rate`]), a handler's requests-per-second limit shared
 //!   by every process that calls its target system, through the key-value bucket
 //!   [`RATES_BUCKET`].
+//! - **Time travel**: [`ClockOffset`] (module [`clock`]), how far a demo's or a test's sagas'
+//!   clock runs ahead of the wall clock.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
@@ -24,7 +26,9 @@ use levensloop_proto::v1;
 use prost::Message;
 use std::time::Duration;
 
+pub mod clock;
 pub mod rate;
+pub use clock::{CLOCK_BUCKET, ClockOffset};
 pub use rate::{LATENESS_BUDGET, RATES_BUCKET, RateGate, Slot, slot_interval};
 
 pub const TASKS_STREAM: &str = "LEVENSLOOP_TASKS";

@@ -44,8 +44,40 @@ struct Args {
     /// Run saga time this many times faster than the wall clock (a demo's six-month wait in
     /// seconds). Every date the sagas store is on that clock: use it only with a store of
     /// its own.
-    #[arg(long, env = "LEVENSLOOP_TIME_SCALE", default_value_t = 1.0)]
+    #[arg(
+        long,
+        env = "LEVENSLOOP_TIME_SCALE",
+        default_value_t = 1.0,
+        conflicts_with = "time_travel"
+    )]
     time_scale: f64,
+    /// Follow the shared clock offset (`levensloop clock advance "6 months"`): the sagas'
+    /// time is the wall clock plus that offset, so a demo or a test environment can let
+    /// months-long waits end while retries and timeouts keep real time. Never in production.
+    #[arg(long, env = "LEVENSLOOP_TIME_TRAVEL")]
+    time_travel: bool,
+}
+
+/// An offset clock that follows the shared offset from now on.
+async fn time_travel_clock(nats_url: &str, replicas: usize) -> anyhow::Result<Clock> {
+    use futures::StreamExt;
+    let client = async_nats::connect(nats_url).await?;
+    let shared =
+        levensloop_bus::ClockOffset::open(&async_nats::jetstream::new(client), replicas).await?;
+    let offset = shared.get().await?;
+    let clock = Clock::offset(chrono::Duration::seconds(offset));
+    let mut changes = shared.watch().await?;
+    let follower = clock.clone();
+    tokio::spawn(async move {
+        while let Some(offset) = changes.next().await {
+            if follower.set_offset(chrono::Duration::seconds(offset)) {
+                tracing::info!(offset_s = offset, now = %follower.now(), "the sagas' clock moved forward");
+            }
+        }
+        tracing::warn!("stopped following the shared clock offset");
+    });
+    tracing::info!(offset_s = offset, now = %clock.now(), "time travel enabled");
+    Ok(clock)
 }
 
 #[tokio::main]
@@ -58,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let catalog = Catalog::builtin()?;
+    let clock = if args.time_travel {
+        time_travel_clock(&args.nats_url, args.replicas).await?
+    } else if args.time_scale > 1.0 {
+        Clock::scaled(args.time_scale)
+    } else {
+        Clock::system()
+    };
     let orchestrator = start(
         OrchestratorConfig {
             nats_url: args.nats_url,
@@ -68,11 +107,7 @@ async fn main() -> anyhow::Result<()> {
             shards: args.shards,
             cache_capacity: args.cache,
             concurrency: args.concurrency,
-            clock: if args.time_scale > 1.0 {
-                Clock::scaled(args.time_scale)
-            } else {
-                Clock::system()
-            },
+            clock,
         },
         catalog,
     )

@@ -73,11 +73,30 @@ pub fn builtin_handlers(catalog: &Catalog) -> BTreeSet<String> {
     out
 }
 
+/// The human work lists of the catalog (a police officer's finding, a counter clerk's
+/// hand-over): served only by a simulated clerk ([`WorkersConfig::clerk`]).
+pub fn human_handlers(catalog: &Catalog) -> BTreeSet<String> {
+    catalog
+        .definitions()
+        .flat_map(|d| d.steps())
+        .filter_map(|s| match &s.kind {
+            StepKind::Human { handler, .. } => Some(handler.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// How the workers of one process run.
 #[derive(Debug, Clone)]
 pub struct WorkersConfig {
-    /// The handlers to serve; empty: every one of [`builtin_handlers`].
+    /// The handlers to serve; empty: every one of [`builtin_handlers`] (and of
+    /// [`human_handlers`] with `clerk`).
     pub handlers: Vec<String>,
+    /// Also stand in for the people behind the human work lists, answering each task
+    /// positively (the police finds the person at the new address, the licence is
+    /// collected) with the configured latency and failure rates. For demos, tests and the
+    /// benchmark: in production a person answers.
+    pub clerk: bool,
     /// The behaviour of every simulated target system.
     pub behaviour: Behaviour,
     /// Per-handler departures from `behaviour` and from the catalog's limits.
@@ -102,6 +121,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
             handlers: Vec::new(),
+            clerk: false,
             behaviour: Behaviour::default(),
             overrides: BTreeMap::new(),
             ack_wait: QueueLimits::default().ack_wait,
@@ -245,7 +265,11 @@ pub struct HandlerPlan {
 pub fn plan(catalog: &Catalog, config: &WorkersConfig) -> Result<Vec<HandlerPlan>, WorkerError> {
     config.behaviour.check().map_err(WorkerError::Config)?;
     let handlers: BTreeSet<String> = if config.handlers.is_empty() {
-        builtin_handlers(catalog)
+        let mut all = builtin_handlers(catalog);
+        if config.clerk {
+            all.extend(human_handlers(catalog));
+        }
+        all
     } else {
         config.handlers.iter().cloned().collect()
     };
@@ -446,6 +470,28 @@ mod tests {
         for h in &handlers {
             check_handler(h).unwrap();
         }
+    }
+
+    #[test]
+    fn a_clerk_also_serves_the_human_work_lists() {
+        let catalog = Catalog::builtin().unwrap();
+        let humans = human_handlers(&catalog);
+        assert!(humans.contains("gemeente.bevolking.woonstvaststelling"));
+        assert!(humans.contains("gemeente.balie.rijbewijs-uitreiking"));
+        let served = |clerk| -> BTreeSet<String> {
+            let config = WorkersConfig {
+                clerk,
+                ..WorkersConfig::default()
+            };
+            plan(&catalog, &config)
+                .unwrap()
+                .into_iter()
+                .map(|p| p.handler)
+                .collect()
+        };
+        assert!(served(false).is_disjoint(&humans));
+        assert!(served(true).is_superset(&humans));
+        assert_eq!(served(true).len(), served(false).len() + humans.len());
     }
 
     #[test]

@@ -44,6 +44,10 @@ struct RunArgs {
     /// the built-in definitions).
     #[arg(long, env = "LEVENSLOOP_WORKER_HANDLERS", value_delimiter = ',')]
     handlers: Vec<String>,
+    /// Also answer the human work lists (police findings, licence hand-overs) as a
+    /// simulated clerk who says yes: for demos, tests and benchmarks, never in production.
+    #[arg(long, env = "LEVENSLOOP_WORKER_CLERK")]
+    clerk: bool,
     /// Least latency of a simulated call, in milliseconds.
     #[arg(long, env = "LEVENSLOOP_WORKER_LATENCY_MS", default_value_t = 20.0)]
     latency_ms: f64,
@@ -138,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
     let defaults = WorkersConfig::default();
     let config = WorkersConfig {
         handlers: run.handlers,
+        clerk: run.clerk,
         behaviour: Behaviour {
             latency: millis(run.latency_ms, "--latency-ms")?,
             jitter: millis(run.jitter_ms, "--jitter-ms")?,
