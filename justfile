@@ -96,6 +96,8 @@ publish KIND *ARGS: gateway-up
 
 # Run every test (unit, contract, end-to-end, fault injection) against real nats-servers.
 test: tools
+    # The crash suites run the service binaries as real processes: build them first.
+    cargo build --workspace --bins --quiet
     cargo nextest run --workspace --all-targets --no-fail-fast
 
 # Formatting and lints, as CI checks them.

@@ -10,15 +10,20 @@
 //! - [`NatsServer::builder`] with [`Profile::Strict`]: one node with `sync_interval: always`;
 //! - [`NatsCluster::start`]: a 3-node JetStream cluster on loopback (the *replicated* profile).
 //!
+//! The project's own services run as real processes through [`ServiceProcess`] (found by
+//! [`workspace_binary`]), so a suite can SIGKILL an orchestrator or a worker mid-run.
+//!
 //! The binary is found through [`find_nats_server`]: `NATS_SERVER_BIN`, then the project's own
 //! pinned install under `.tools/bin`, then `PATH`. A server older than 2.12 is refused with a
 //! message that says how to install the pinned one.
 
 mod binary;
 mod log;
+mod process;
 mod server;
 
 pub use binary::{MIN_VERSION, NatsBinary, ServerVersion, find_nats_server};
+pub use process::{ServiceProcess, workspace_binary};
 pub use server::{NatsCluster, NatsServer, NatsServerBuilder, Profile};
 
 use std::path::PathBuf;
@@ -49,6 +54,19 @@ pub enum HarnessError {
     NotReady { timeout: Duration, log: PathBuf },
     #[error("nats-server exited during start-up; its log is at {log}", log = log.display())]
     Exited { log: PathBuf },
+    #[error(
+        "{name} is not built (looked at {looked:?}): run `cargo build --workspace --bins` \
+         in the same profile first (`infra/just test` does)"
+    )]
+    BinaryNotBuilt { name: String, looked: Vec<PathBuf> },
+    #[error("{name} did not print its ready line within {timeout:?}; its log is at {log}", log = log.display())]
+    ServiceNotReady {
+        name: String,
+        timeout: Duration,
+        log: PathBuf,
+    },
+    #[error("{name} exited; its log is at {log}", log = log.display())]
+    ServiceExited { name: String, log: PathBuf },
     #[error("i/o error while {context}: {source}")]
     Io {
         context: &'static str,
