@@ -41,8 +41,10 @@ nats-up: tools
 nats-down:
     @if [ -f .data/nats.pid ]; then kill "$(cat .data/nats.pid)" 2>/dev/null || true; rm -f .data/nats.pid; echo "nats-server stopped"; fi
 
-# The main job: start nats-server and the gateway, publish sample life events, show them.
-up: nats-up build gateway-up orchestrator-up workers-up demo simulate timelines
+# The main job: start nats-server, the gateway, the orchestrator and the workers; publish a
+# birth, a death, a move and a driving exam and watch their sagas run to completion; then act
+# as a registry for a few seconds and show what the simulated target systems did.
+up: nats-up build gateway-up orchestrator-up workers-up demo simulate effects
 
 # Build the release binaries once (the gateway, the `levensloop` command line).
 build:
@@ -53,26 +55,20 @@ build:
 gateway-up: nats-up build
     @bash infra/service.sh start gateway "gateway: gRPC on" target/release/levensloop-gateway --nats-url {{nats_url}} --grpc-addr {{gateway_addr}}
 
-# Start the orchestrator in the background; its log is .data/orchestrator.log.
+# Start the orchestrator in the background; its log is .data/orchestrator.log. Locally it
+# follows the shared clock offset (`--time-travel`), so the demo can let months-long waits end.
 orchestrator-up: nats-up build
-    @bash infra/service.sh start orchestrator "orchestrator: running" target/release/levensloop-orchestrator --nats-url {{nats_url}}
+    @bash infra/service.sh start orchestrator "orchestrator: running" target/release/levensloop-orchestrator --nats-url {{nats_url}} --time-travel
 
-# Start the built-in workers (simulated target systems, 20-50 ms each) in the background; their
-# log is .data/workers.log.
+# Start the built-in workers (simulated target systems, 20-50 ms each, and a clerk who answers
+# the human work lists) in the background; their log is .data/workers.log.
 workers-up: nats-up build
-    @bash infra/service.sh start workers "workers: serving" target/release/levensloop-workers --nats-url {{nats_url}}
+    @bash infra/service.sh start workers "workers: serving" target/release/levensloop-workers --nats-url {{nats_url}} --clerk
 
-# Print the timelines of the demo's four sagas (birth, death, move, driving exam).
-timelines:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    for saga in 12b44ae1-7d6d-5c43-a6c5-301252b6740f a0234c72-efbc-5dae-83c3-e14c48bca92f \
-                ad1f015d-f32b-57a1-bf29-ec45c4ff7d0f 50a5fe63-8bba-5b83-8fae-e031a2de6e50; do
-        target/release/levensloop --nats-url {{nats_url}} saga show "$saga" || true
-        echo
-    done
-    echo "effects recorded by the workers (per handler):"
-    RUST_LOG=warn target/release/levensloop-workers --nats-url {{nats_url}} ledger
+# What the simulated target systems did: effects recorded per handler, once per idempotency key.
+effects:
+    @echo "effects recorded by the workers (per handler):"
+    @RUST_LOG=warn target/release/levensloop-workers --nats-url {{nats_url}} ledger
 
 # Stop the services and nats-server.
 down:
@@ -81,9 +77,10 @@ down:
     @bash infra/service.sh stop gateway
     @just nats-down
 
-# Append and read back sample life events through the event store, on the local nats-server.
-demo: nats-up build
-    target/release/levensloop --nats-url {{nats_url}} demo
+# Publish a birth (in Gent: watch it become a granted birth premium), a death, a move and a
+# driving exam through the gateway, and print each saga's timeline until all have completed.
+demo *ARGS: gateway-up orchestrator-up workers-up
+    target/release/levensloop --nats-url {{nats_url}} demo --gateway-url http://{{gateway_addr}} {{ARGS}}
 
 # Act as a registry: realistic life events through the gateway, with duplicates and defects
 # (e.g. `infra/just simulate --via nats --count 10000 --rate 500`).

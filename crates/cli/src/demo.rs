@@ -1,289 +1,382 @@
-//! `levensloop demo`: sample life events through the event store.
+//! `levensloop demo`: watch four life events become government action.
 //!
-//! Appends one birth, one death, one move and one passed driving exam, each to its own stream
-//! keyed by the saga id (UUID v5 of source and id) with "must not exist"; reads each back; and
-//! follows the `lifeevent` category through a durable subscription. Run it twice: the second
-//! time every event is recognised as already stored (once-only), and the subscription has
-//! nothing new.
+//! Publishes one birth (in Gent, which pays a municipal birth premium), one death, one move
+//! and one passed driving exam through the gateway, as a registry would, with fresh people
+//! each run. Then it follows each saga in the store and prints its timeline as it happens:
+//! the act verified, the birth premium granted, the police check answered, the card
+//! ordered. Where the sagas then wait for dates months away (the Boekstart package at six
+//! months, the inheritance deadline at four), `--advance auto` moves the sagas' shared
+//! clock forward to the last of those dates — honoured only by an orchestrator started
+//! with `--time-travel`, as `infra/just up` starts it — and the demo prints the rest until
+//! every saga has completed.
 
 use crate::Output;
-use crate::render::{self, LIFE_EVENT};
-use levensloop_proto::types::Timestamp;
-use levensloop_proto::{event_types, saga_id, v1};
-use levensloop_store::{
-    Commit, EventData, EventStore, ExpectedVersion, ReadFrom, StoreError, StreamName,
+use crate::render;
+use crate::saga::line;
+use anyhow::Context as _;
+use levensloop_bus::ClockOffset;
+use levensloop_cli::generate::{Generator, Kind};
+use levensloop_proto::stored;
+use levensloop_proto::v1::ingest_service_client::IngestServiceClient;
+use levensloop_proto::v1::{
+    self, PublishOutcome, PublishRequest, publish_request, saga_event::Event,
 };
+use levensloop_store::{EventStore, JetStreamStore, ReadFrom, StoreError, StreamName, Version};
 use prost::Message;
 use std::io::Write;
-use std::time::Duration;
-
-/// The category of the streams that hold accepted life events.
-pub use levensloop_proto::stored::LIFE_EVENT_CATEGORY;
+use std::time::{Duration, Instant};
 
 const SOURCE: &str = "urn:be:levensloop:demo";
+/// How often the store is read for new saga events.
+const POLL: Duration = Duration::from_millis(200);
+/// A saga with no new event for this long is waiting (for a date or a person).
+const QUIET: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Advance {
+    /// Move the sagas' clock to the last date the demo's sagas wait for.
+    Auto,
+    /// Leave the clock alone: the sagas wait for their dates in real time.
+    Off,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The durable subscription the demo follows the life events with.
-    #[arg(long, default_value = "demo-projection")]
-    subscription: String,
+    /// The gateway's gRPC address.
+    #[arg(
+        long,
+        env = "LEVENSLOOP_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    gateway_url: String,
+    /// Whether to move the sagas' shared clock past the dates they wait for.
+    #[arg(long, value_enum, default_value_t = Advance::Auto)]
+    advance: Advance,
+    /// How long to follow the sagas before giving up, in seconds.
+    #[arg(long, default_value_t = 90)]
+    timeout_s: u64,
+    /// Seed for the sample people (a new one each run by default).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
-fn person(insz: &str, given: &str, family: &str, born: &str, gender: v1::Gender) -> v1::Person {
-    v1::Person {
-        insz: insz.to_owned(),
-        given_names: vec![given.to_owned()],
-        family_name: family.to_owned(),
-        date_of_birth: born.to_owned(),
-        gender: gender as i32,
-        nationalities: vec!["BE".to_owned()],
+/// One sample saga being followed.
+struct Followed {
+    label: &'static str,
+    event: v1::LifeEvent,
+    saga: uuid::Uuid,
+    events: Vec<v1::SagaEvent>,
+    version: Option<Version>,
+    last_change: Instant,
+    terminal: Option<String>,
+}
+
+impl Followed {
+    /// Waits started and not yet over: (step, until).
+    fn open_waits(&self) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+        let mut open = Vec::new();
+        for e in &self.events {
+            match &e.event {
+                Some(Event::WaitStarted(w)) => {
+                    if let Some(until) = w
+                        .until
+                        .as_ref()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                    {
+                        open.push((w.step_id.clone(), until));
+                    }
+                }
+                Some(Event::WaitElapsed(w)) => open.retain(|(s, _)| *s != w.step_id),
+                _ => {}
+            }
+        }
+        open
     }
 }
 
-fn address(street: &str, number: &str, post_code: &str, name: &str, nis: &str) -> v1::Address {
-    v1::Address {
-        thoroughfare: street.to_owned(),
-        house_number: number.to_owned(),
-        post_code: post_code.to_owned(),
-        municipality_name: name.to_owned(),
-        municipality_nis_code: nis.to_owned(),
-        country_code: "BE".to_owned(),
-        ..Default::default()
+/// The four samples: fresh, valid people; the birth in Gent, which pays a birth premium.
+fn samples(seed: u64) -> Vec<(&'static str, v1::LifeEvent)> {
+    let today = chrono::Utc::now().date_naive();
+    let day = today.pred_opt().unwrap_or(today);
+    let mut generator = Generator::new(seed, day, SOURCE.to_owned());
+    let mut birth = generator.valid(Kind::Birth);
+    if let Some(v1::life_event::Payload::Birth(b)) = birth.payload.as_mut() {
+        b.registered_address = Some(v1::Address {
+            thoroughfare: "Korenmarkt".into(),
+            house_number: "12".into(),
+            post_code: "9000".into(),
+            municipality_name: "Gent".into(),
+            municipality_nis_code: "44021".into(),
+            country_code: "BE".into(),
+            ..Default::default()
+        });
+        b.place_of_birth_nis_code = "44021".into();
     }
-}
-
-fn envelope(
-    id: &str,
-    ce_type: &str,
-    subject: &str,
-    payload: v1::life_event::Payload,
-) -> v1::LifeEvent {
-    v1::LifeEvent {
-        id: id.to_owned(),
-        source: SOURCE.to_owned(),
-        r#type: ce_type.to_owned(),
-        specversion: "1.0".to_owned(),
-        // 2026-11-20T09:00:00Z: a fixed time, so the samples are the same on every run.
-        time: Some(Timestamp {
-            seconds: 1_795_165_200,
-            nanos: 0,
-        }),
-        subject: subject.to_owned(),
-        datacontenttype: "application/protobuf".to_owned(),
-        dataschema: String::new(),
-        payload: Some(payload),
-    }
-}
-
-/// Four sample life events with valid INSZ numbers and real municipality codes.
-pub fn samples() -> Vec<v1::LifeEvent> {
-    use v1::life_event::Payload;
-    let birth = v1::Birth {
-        act: Some(v1::CivilStatusAct {
-            act_reference: "DABS-44021-2026-000731".to_owned(),
-            registering_municipality_nis_code: "44021".to_owned(),
-            registration_date: "2026-01-16".to_owned(),
-        }),
-        child: Some(person(
-            "26011400164",
-            "Lars",
-            "Peeters",
-            "2026-01-14",
-            v1::Gender::Male,
-        )),
-        place_of_birth_nis_code: "44021".to_owned(),
-        time_of_birth: "06:42".to_owned(),
-        mother: Some(person(
-            "94051220289",
-            "Sofie",
-            "Janssens",
-            "1994-05-12",
-            v1::Gender::Female,
-        )),
-        other_parent: Some(person(
-            "93022111756",
-            "Pieter",
-            "Peeters",
-            "1993-02-21",
-            v1::Gender::Male,
-        )),
-        registered_address: Some(address("Korenmarkt", "12", "9000", "Gent", "44021")),
-        multiple_birth_index: 1,
-    };
-    let death = v1::Death {
-        act: Some(v1::CivilStatusAct {
-            act_reference: "DABS-24062-2026-004410".to_owned(),
-            registering_municipality_nis_code: "24062".to_owned(),
-            registration_date: "2026-11-20".to_owned(),
-        }),
-        deceased: Some(person(
-            "52030904225",
-            "Maria",
-            "Claes",
-            "1952-03-09",
-            v1::Gender::Female,
-        )),
-        date_of_death: "2026-11-19".to_owned(),
-        place_of_death_nis_code: "24062".to_owned(),
-        declaring_doctor_riziv: "1-23456-78-901".to_owned(),
-        registered_address: Some(address("Naamsestraat", "80", "3000", "Leuven", "24062")),
-    };
-    let mover = person(
-        "91072316340",
-        "Tom",
-        "Wouters",
-        "1991-07-23",
-        v1::Gender::Male,
-    );
-    let change = v1::ChangeOfAddress {
-        person: Some(mover),
-        previous_address: Some(address("Meir", "50", "2000", "Antwerpen", "11002")),
-        new_address: Some(address("IJzerenleen", "7", "2800", "Mechelen", "12025")),
-        declaration_date: "2026-11-18".to_owned(),
-        move_date: "2026-11-15".to_owned(),
-        declaring_municipality_nis_code: "12025".to_owned(),
-        household_member_insz: vec![],
-        reason: v1::ChangeOfAddressReason::Move as i32,
-    };
-    let exam = v1::DrivingExamPassed {
-        candidate: Some(person(
-            "08050608861",
-            "Emma",
-            "De Smet",
-            "2008-05-06",
-            v1::Gender::Female,
-        )),
-        exam_centre: Some(v1::ExamCentre {
-            code: "GOCA-KTB".to_owned(),
-            name: "Examencentrum Kortenberg".to_owned(),
-            municipality_nis_code: "24055".to_owned(),
-        }),
-        exam_date: "2026-11-18".to_owned(),
-        licence_category: v1::LicenceCategory::B as i32,
-        exam_type: v1::ExamType::Practical as i32,
-        exam_reference: "KTB-2026-118-0042".to_owned(),
-        residence_municipality_nis_code: "24055".to_owned(),
-    };
     vec![
-        envelope(
-            "demo-birth-1",
-            event_types::BIRTH,
-            "26011400164",
-            Payload::Birth(birth),
-        ),
-        envelope(
-            "demo-death-1",
-            event_types::DEATH,
-            "52030904225",
-            Payload::Death(death),
-        ),
-        envelope(
-            "demo-move-1",
-            event_types::CHANGE_OF_ADDRESS,
-            "91072316340",
-            Payload::ChangeOfAddress(change),
-        ),
-        envelope(
-            "demo-driving-exam-1",
-            event_types::DRIVING_EXAM_PASSED,
-            "08050608861",
-            Payload::DrivingExamPassed(exam),
-        ),
+        ("birth", birth),
+        ("death", generator.valid(Kind::Death)),
+        ("move", generator.valid(Kind::Move)),
+        ("licence", generator.valid(Kind::DrivingExam)),
     ]
 }
 
 pub async fn run(
-    store: &dyn EventStore,
+    store: &JetStreamStore,
     args: Args,
     output: Output,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let table = output == Output::Table;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut gateway = IngestServiceClient::connect(args.gateway_url.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the gateway at {}; is it running? `infra/just up` starts it",
+                args.gateway_url
+            )
+        })?;
     if table {
-        writeln!(out, "== appending {} sample life events", samples().len())?;
+        writeln!(out, "== publishing four life events through the gateway")?;
     }
-    let mut streams = Vec::new();
-    for event in samples() {
-        let saga = saga_id(&event.source, &event.id);
-        let stream = StreamName::new(LIFE_EVENT_CATEGORY, saga.to_string())?;
-        let data = EventData::new(LIFE_EVENT, event.encode_to_vec())
-            .with_metadata("ce-source", &event.source)
-            .with_metadata("ce-id", &event.id)
-            .with_metadata("ce-type", &event.r#type)
-            .with_metadata("content-type", "application/protobuf");
-        // The commit id is the saga id: a retry of this very append is a duplicate.
-        let commit = Commit::new(saga, vec![data]);
-        let outcome = match store
-            .append(&stream, ExpectedVersion::NoStream, commit)
-            .await
-        {
-            Ok(appended) if appended.duplicate => "duplicate (already stored)".to_owned(),
-            Ok(appended) => format!("accepted, version {}", appended.version),
-            Err(StoreError::VersionConflict { .. }) => "duplicate (already stored)".to_owned(),
-            Err(e) => return Err(e.into()),
+    let mut followed = Vec::new();
+    for (label, event) in samples(seed) {
+        let description = render::describe(&event);
+        let answer = gateway
+            .publish(PublishRequest {
+                event: Some(publish_request::Event::LifeEvent(event.clone())),
+                sequence: 0,
+            })
+            .await;
+        let response = match answer {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                writeln!(out, "  {label:<8} refused: {}", status.message())?;
+                continue;
+            }
         };
-        match output {
-            Output::Table => writeln!(
-                out,
-                "  {:<22} saga {saga}  {outcome}\n  {:<22} {}",
-                event.id,
-                "",
-                render::describe(&event)
-            )?,
-            Output::Json => writeln!(
-                out,
-                "{}",
-                serde_json::json!({"event_id": event.id, "saga_id": saga.to_string(), "outcome": outcome})
-            )?,
-        }
-        streams.push(stream);
-    }
-
-    if table {
-        writeln!(out, "\n== reading the streams back")?;
-    }
-    for stream in &streams {
-        let slice = store.read(stream, ReadFrom::Start).await?;
-        for event in &slice.events {
-            render::event(event, output, out)?;
-        }
-    }
-
-    if table {
-        writeln!(
-            out,
-            "\n== following category {LIFE_EVENT_CATEGORY:?} with durable subscription {:?}",
-            args.subscription
-        )?;
-    }
-    let mut subscription = store
-        .subscribe(LIFE_EVENT_CATEGORY, &args.subscription)
-        .await?;
-    let mut delivered = 0;
-    // Nothing new arrives after the demo's own appends, so a short quiet period means the
-    // subscription has caught up (a second run finds nothing new at all).
-    while let Ok(next) = tokio::time::timeout(Duration::from_millis(500), subscription.next()).await
-    {
-        let delivery = next?;
-        delivered += 1;
-        let caught_up = delivery.pending == 0;
+        let outcome =
+            PublishOutcome::try_from(response.outcome).unwrap_or(PublishOutcome::Unspecified);
         if table {
             writeln!(
                 out,
-                "  delivered {} at version {} ({} pending)",
-                delivery.stream, delivery.version, delivery.pending
+                "  {label:<8} {description}: {} → saga {}",
+                outcome
+                    .as_str_name()
+                    .trim_start_matches("PUBLISH_OUTCOME_")
+                    .to_lowercase(),
+                response.saga_id
             )?;
         }
-        delivery.ack().await?;
-        if caught_up {
-            break;
+        let Ok(saga) = response.saga_id.parse() else {
+            continue;
+        };
+        followed.push(Followed {
+            label,
+            event,
+            saga,
+            events: Vec::new(),
+            version: None,
+            last_change: Instant::now(),
+            terminal: None,
+        });
+    }
+    anyhow::ensure!(!followed.is_empty(), "the gateway accepted no sample event");
+
+    if table {
+        writeln!(out, "\n== the sagas, as they happen")?;
+    }
+    let clock = ClockOffset::open(&async_nats::jetstream::new(store.client().clone()), 1).await?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut advanced = false;
+    let mut hinted = false;
+    while followed.iter().any(|f| f.terminal.is_none()) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not done after {} s: {}; is the orchestrator running (with --time-travel), and the \
+             workers (with --clerk)? `infra/just up` starts both",
+            args.timeout_s,
+            followed
+                .iter()
+                .filter(|f| f.terminal.is_none())
+                .map(|f| format!("{} saga {}", f.label, f.saga))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for f in followed.iter_mut().filter(|f| f.terminal.is_none()) {
+            for e in read_new(store, f).await? {
+                if table {
+                    writeln!(out, "  {:<8} {}", f.label, timeline_line(&e))?;
+                }
+                if let Some(end) = terminal(&e) {
+                    f.terminal = Some(end);
+                }
+                f.events.push(e);
+                f.last_change = Instant::now();
+            }
+        }
+        let running: Vec<&Followed> = followed.iter().filter(|f| f.terminal.is_none()).collect();
+        let quiet = !running.is_empty() && running.iter().all(|f| f.last_change.elapsed() > QUIET);
+        if quiet {
+            let last_wait = running
+                .iter()
+                .flat_map(|f| f.open_waits())
+                .map(|(_, u)| u)
+                .max();
+            match last_wait {
+                Some(until) if args.advance == Advance::Auto && !advanced => {
+                    let offset = clock.get().await?;
+                    let sagas_now = chrono::Utc::now() + chrono::Duration::seconds(offset);
+                    let ahead = (until - sagas_now).num_seconds() + 60;
+                    if ahead > 0 {
+                        let total = clock.advance(ahead).await?;
+                        if table {
+                            writeln!(
+                                out,
+                                "\n== the sagas now wait for dates up to {}: moving their clock \
+                                 forward {} days (it now runs {} days ahead)\n",
+                                until.format("%Y-%m-%d"),
+                                ahead / 86_400,
+                                total / 86_400
+                            )?;
+                        }
+                    }
+                    advanced = true;
+                }
+                _ if !hinted => {
+                    hinted = true;
+                    if table {
+                        writeln!(
+                            out,
+                            "  … waiting{}",
+                            if advanced {
+                                " (if this lasts, the orchestrator is not following the \
+                                 shared clock: start it with --time-travel)"
+                            } else {
+                                " (for a date, or for a person on a work list: start the \
+                                 workers with --clerk to answer those)"
+                            }
+                        )?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+
+    if table {
+        writeln!(out, "\n== outcome")?;
+    }
+    for f in &followed {
+        let steps = f
+            .events
+            .iter()
+            .filter(|e| matches!(e.event, Some(Event::StepSucceeded(_))))
+            .count();
+        match output {
+            Output::Table => {
+                writeln!(
+                    out,
+                    "  {:<8} {} — {} after {} steps (saga {})",
+                    f.label,
+                    render::describe(&f.event),
+                    f.terminal.as_deref().unwrap_or("running"),
+                    steps,
+                    f.saga
+                )?;
+                if let Some(premium) = premium(&f.events) {
+                    writeln!(
+                        out,
+                        "           the municipal birth premium: granted, {premium}"
+                    )?;
+                }
+            }
+            Output::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "life_event": f.label,
+                    "event_id": f.event.id,
+                    "saga_id": f.saga.to_string(),
+                    "status": f.terminal,
+                    "steps_succeeded": steps,
+                    "events": f.events.len(),
+                })
+            )?,
         }
     }
     if table {
         writeln!(
             out,
-            "  {delivered} new commit(s); the subscription resumes after them next time"
+            "\n  `levensloop saga show ID` prints a saga's timeline again from the store."
         )?;
     }
     Ok(())
+}
+
+/// The saga events stored since the last read.
+async fn read_new(store: &JetStreamStore, f: &mut Followed) -> anyhow::Result<Vec<v1::SagaEvent>> {
+    let stream = StreamName::new(stored::SAGA_CATEGORY, f.saga.to_string())?;
+    let from = f.version.map_or(ReadFrom::Start, ReadFrom::After);
+    let slice = match store.read(&stream, from).await {
+        Ok(slice) => slice,
+        // The orchestrator has not started it yet.
+        Err(StoreError::StreamNotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    f.version = Some(slice.version);
+    slice
+        .events
+        .iter()
+        .map(|r| v1::SagaEvent::decode(r.data.as_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("a stored saga event does not decode")
+}
+
+/// A timeline line with the saga's time and, for a success, what the handler reported.
+fn timeline_line(e: &v1::SagaEvent) -> String {
+    let when = e
+        .occurred_at
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+    let mut text = format!("{when}  {}", line(e));
+    if let Some(Event::StepSucceeded(s)) = &e.event
+        && let Some(case) = case_number(s)
+    {
+        text.push_str(&format!("  [{case}]"));
+    }
+    text
+}
+
+/// The saga's end, if `e` ends it.
+fn terminal(e: &v1::SagaEvent) -> Option<String> {
+    match &e.event {
+        Some(Event::SagaCompleted(_)) => Some("COMPLETED".into()),
+        Some(Event::SagaCompensated(s)) => Some(format!("COMPENSATED after {}", s.failed_step_id)),
+        Some(Event::SagaFailed(s)) => Some(format!("FAILED: {}", s.reason)),
+        Some(Event::SagaCancelled(s)) => Some(format!("CANCELLED: {}", s.reason)),
+        _ => None,
+    }
+}
+
+/// The case number a handler reported for a step.
+fn case_number(s: &v1::StepSucceeded) -> Option<String> {
+    match &s.result.as_ref()?.fields.get("case_number")?.kind {
+        Some(levensloop_proto::types::value::Kind::StringValue(c)) => Some(c.clone()),
+        _ => None,
+    }
+}
+
+/// The case number of a granted municipal birth premium.
+fn premium(events: &[v1::SagaEvent]) -> Option<String> {
+    events.iter().find_map(|e| match &e.event {
+        Some(Event::StepSucceeded(s)) if s.step_id == "municipal-birth-premium" => Some(
+            case_number(s)
+                .map_or_else(|| "no case number reported".into(), |c| format!("case {c}")),
+        ),
+        _ => None,
+    })
 }

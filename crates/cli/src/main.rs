@@ -1,6 +1,7 @@
 //! `levensloop`: the command line of Levensloop.
 //!
-//! It runs the demo (sample life events through the event store), inspects the store,
+//! It runs the demo (sample life events through the gateway, their sagas followed to the end),
+//! shows saga timelines, inspects the store,
 //! publishes life events to the gateway and simulates a registry.
 
 mod demo;
@@ -48,7 +49,8 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Append sample life events (birth, death, move, driving exam) and read them back.
+    /// Publish a birth, a death, a move and a driving exam through the gateway and watch
+    /// their sagas run to completion.
     Demo(demo::Args),
     /// Publish one life event to the gateway, over gRPC or NATS.
     Publish(publish::PublishArgs),
