@@ -27,28 +27,15 @@ pub struct ClockOffset {
 impl ClockOffset {
     /// Opens the bucket, creating it on first use.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self, BusError> {
-        if let Ok(kv) = js.get_key_value(CLOCK_BUCKET).await {
-            return Ok(Self { kv });
-        }
-        let created = js
-            .create_key_value(kv::Config {
-                bucket: CLOCK_BUCKET.to_owned(),
-                description: "Levensloop: how far the sagas' clock runs ahead (demo and test environments only)".to_owned(),
-                history: 16,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: replicas.max(1),
-                ..kv::Config::default()
-            })
-            .await;
-        match created {
-            Ok(kv) => Ok(Self { kv }),
-            // Another process created it in between.
-            Err(e) => js
-                .get_key_value(CLOCK_BUCKET)
-                .await
-                .map(|kv| Self { kv })
-                .map_err(|_| unavailable(format!("create bucket {CLOCK_BUCKET}"))(Box::new(e))),
-        }
+        let kv = crate::open_bucket(
+            js,
+            CLOCK_BUCKET,
+            "Levensloop: how far the sagas' clock runs ahead (demo and test environments only)",
+            16,
+            replicas,
+        )
+        .await?;
+        Ok(Self { kv })
     }
 
     /// The offset in seconds (0 when never set), with the entry's revision.

@@ -68,6 +68,37 @@ fn unavailable(
     move |source| BusError::Unavailable { context, source }
 }
 
+/// Opens a file-backed key-value bucket, creating it on first use (another process may
+/// create it at the same moment; then its bucket is opened).
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    history: i64,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, BusError> {
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let created = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: bucket.to_owned(),
+            description: description.to_owned(),
+            history,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            ..jetstream::kv::Config::default()
+        })
+        .await;
+    match created {
+        Ok(kv) => Ok(kv),
+        Err(e) => js
+            .get_key_value(bucket)
+            .await
+            .map_err(|_| unavailable(format!("create bucket {bucket}"))(Box::new(e))),
+    }
+}
+
 /// Checks that a handler name is usable as subject tokens: lower-case letters, digits, `-`,
 /// `_`, separated by single dots (`groeipakket.startbedrag`).
 pub fn check_handler(name: &str) -> Result<(), BusError> {

@@ -141,27 +141,14 @@ fn from_ns(ns: u64) -> SystemTime {
 
 /// Opens the rates bucket, creating it on first use.
 pub async fn rates_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, BusError> {
-    if let Ok(kv) = js.get_key_value(RATES_BUCKET).await {
-        return Ok(kv);
-    }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: RATES_BUCKET.to_owned(),
-            description: "Levensloop: next free call slot per handler (rate limits)".to_owned(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            ..kv::Config::default()
-        })
-        .await;
-    match created {
-        Ok(kv) => Ok(kv),
-        // Another process created it in between.
-        Err(e) => js
-            .get_key_value(RATES_BUCKET)
-            .await
-            .map_err(|_| unavailable(format!("create bucket {RATES_BUCKET}"))(Box::new(e))),
-    }
+    crate::open_bucket(
+        js,
+        RATES_BUCKET,
+        "Levensloop: next free call slot per handler (rate limits)",
+        1,
+        replicas,
+    )
+    .await
 }
 
 impl RateGate {

@@ -171,30 +171,15 @@ impl Ledger {
     /// Opens the ledger bucket, creating it on first use.
     pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, LedgerError> {
         let js = jetstream::new(client.clone());
-        let kv = match js.get_key_value(LEDGER_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => {
-                let created = js
-                    .create_key_value(kv::Config {
-                        bucket: LEDGER_BUCKET.to_owned(),
-                        description: "Levensloop: effects of the built-in workers, once per \
-                                      idempotency key"
-                            .to_owned(),
-                        history: 1,
-                        storage: jetstream::stream::StorageType::File,
-                        num_replicas: replicas.max(1),
-                        ..kv::Config::default()
-                    })
-                    .await;
-                match created {
-                    Ok(kv) => kv,
-                    // Created by another worker in between.
-                    Err(e) => js.get_key_value(LEDGER_BUCKET).await.map_err(|_| {
-                        unavailable(format!("create bucket {LEDGER_BUCKET}"))(Box::new(e))
-                    })?,
-                }
-            }
-        };
+        let kv = levensloop_bus::open_bucket(
+            &js,
+            LEDGER_BUCKET,
+            "Levensloop: effects of the built-in workers, once per idempotency key",
+            1,
+            replicas,
+        )
+        .await
+        .map_err(|e| unavailable(format!("open bucket {LEDGER_BUCKET}"))(Box::new(e)))?;
         Ok(Self { client, kv })
     }
 
