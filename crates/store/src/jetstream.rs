@@ -32,6 +32,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use std::time::{Duration, SystemTime};
 
+/// How long one pull of a subscription waits on the server before a new one is sent.
+pub const PULL_EXPIRY: Duration = Duration::from_secs(5);
+/// How often the server proves a pending pull is alive (a missed beat re-pulls).
+pub const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// How many commits one batched direct get asks for.
 const READ_BATCH: usize = 256;
 
@@ -398,7 +403,13 @@ impl EventStore for JetStreamStore {
             ..pull::Config::default()
         };
         let consumer = self.open_consumer(name, config).await?;
+        // Short pulls with frequent heartbeats: after nats-server restarts, a pull it has
+        // forgotten is replaced within seconds (the defaults, 30 s and 15 s, left a follower
+        // idle for up to a minute).
         let messages = consumer
+            .stream()
+            .expires(PULL_EXPIRY)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| StoreError::unavailable(format!("follow subscription {name}"), e))?;

@@ -25,7 +25,7 @@ mod name;
 mod subscription;
 
 pub use error::StoreError;
-pub use jetstream::{JetStreamConfig, JetStreamStore};
+pub use jetstream::{JetStreamConfig, JetStreamStore, PULL_EXPIRY, PULL_HEARTBEAT};
 pub use memory::MemoryStore;
 pub use name::StreamName;
 pub use subscription::{Delivery, Subscription};

@@ -88,6 +88,9 @@ pub async fn run(
     let messages = consumer
         .stream()
         .max_messages_per_batch(1_000)
+        // A pull forgotten by a restarted nats-server is replaced within seconds.
+        .expires(levensloop_store::PULL_EXPIRY)
+        .heartbeat(levensloop_store::PULL_HEARTBEAT)
         .messages()
         .await
         .map_err(|e| StoreError::Unavailable {

@@ -237,7 +237,16 @@ async fn follow_life_events(store: Arc<dyn EventStore>, router: Router, concurre
 async fn follow_results(bus: Bus, router: Router, concurrency: usize) {
     loop {
         let messages = match bus.results_consumer().await {
-            Ok(consumer) => consumer.messages().await,
+            // Short pulls with frequent heartbeats, so a pull forgotten by a restarted
+            // nats-server is replaced within seconds.
+            Ok(consumer) => {
+                consumer
+                    .stream()
+                    .expires(levensloop_store::PULL_EXPIRY)
+                    .heartbeat(levensloop_store::PULL_HEARTBEAT)
+                    .messages()
+                    .await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot follow results; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
