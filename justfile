@@ -111,6 +111,12 @@ bench-store *ARGS: tools
 bench-ingest *ARGS: tools
     cargo run --release --quiet -p levensloop-bench -- ingest {{ARGS}}
 
+# Sagas end to end: 20,000 life events through gateway → orchestrator → instant workers (real
+# processes, one nats-server), then 10,000 at half the rate for latency; prints one JSON line.
+bench *ARGS: tools
+    cargo build --release --quiet -p levensloop-gateway -p levensloop-orchestrator -p levensloop-workers -p levensloop-bench
+    target/release/levensloop-bench sagas {{ARGS}}
+
 # Fuzz the gateway's decoders and validator harder than the test suite does (property-based,
 # FUZZ_CASES per target, default 100,000; the test suite runs 2,000).
 fuzz:

@@ -6,8 +6,12 @@
 //!   and the strict profile.
 //! - `ingest`: life events per second through the gateway's gRPC and NATS doors, with the raw
 //!   JetStream rate of the same events.
+//! - `sagas`: life events through gateway → orchestrator → workers (real processes) to each
+//!   saga's end: sagas per second, latency percentiles at half that rate, steps per saga,
+//!   raw appends, peak memory and CPU time per process.
 
 mod ingest;
+mod sagas;
 mod store;
 
 #[global_allocator]
@@ -28,6 +32,8 @@ enum Command {
     Store(store::Args),
     /// Life events through the gateway, over gRPC and over NATS, against raw JetStream.
     Ingest(ingest::Args),
+    /// Life events to the end of their sagas, through real processes.
+    Sagas(sagas::Args),
 }
 
 #[tokio::main]
@@ -36,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let line = match cli.command {
         Command::Store(args) => store::run(args).await?,
         Command::Ingest(args) => ingest::run(args).await?,
+        Command::Sagas(args) => sagas::run(args).await?,
     };
     println!("{line}");
     Ok(())

@@ -246,6 +246,23 @@ fn bench_payload(args: &Args) -> Bytes {
     Commit::new(Uuid::new_v4(), vec![event]).encoded()
 }
 
+/// The raw JetStream publish rate on `server` with this benchmark's defaults (200,000
+/// publishes of 300 bytes over 10,000 subjects, 4,096 in flight): the yardstick other
+/// benchmarks report beside their own figures, measured on their own server.
+pub async fn raw_append_rate(server: &NatsServer, round: usize) -> anyhow::Result<f64> {
+    let args = Args {
+        events: 200_000,
+        streams: 10_000,
+        payload: 300,
+        in_flight: 4_096,
+        tasks: 4,
+        rounds: 1,
+        strict_rounds: 0,
+        standard_only: true,
+    };
+    raw_rate(server, &args, round).await
+}
+
 async fn raw_rate(server: &NatsServer, args: &Args, round: usize) -> anyhow::Result<f64> {
     let js = raw_stream(server, args, &format!("RAW{round}"), &format!("raw{round}")).await?;
     let payload = bench_payload(args);
