@@ -38,8 +38,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How long a scenario may take before it fails, naming what is missing.
-const DEADLINE: Duration = Duration::from_secs(90);
+/// How long a scenario may take before it fails, naming what is missing (generous: a debug
+/// build on 2 cores shared with the rest of the suite).
+const DEADLINE: Duration = Duration::from_secs(360);
 const TWO_YEARS_S: i64 = 2 * 365 * 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
