@@ -37,6 +37,7 @@ pub fn person_key(insz: &str) -> String {
 #[derive(Clone)]
 pub struct RunningIndex {
     kv: kv::Store,
+    client: async_nats::Client,
 }
 
 impl std::fmt::Debug for RunningIndex {
@@ -58,7 +59,10 @@ impl RunningIndex {
             })
             .await
             .map_err(|e| unavailable("open the running-saga index", e))?;
-        Ok(Self { kv })
+        Ok(Self {
+            kv,
+            client: js.client(),
+        })
     }
 
     fn key(insz: &str, saga: Uuid) -> String {
@@ -91,10 +95,55 @@ impl RunningIndex {
         self.matching(|_| true).await
     }
 
-    /// The running sagas of a person.
+    /// The running sagas of a person. The server filters the keys by the person's prefix:
+    /// listing every running saga for each death made a burst of deaths quadratic.
     pub async fn of_person(&self, insz: &str) -> Result<Vec<Uuid>, StoreError> {
-        let prefix = format!("{}.", person_key(insz));
-        self.matching(|key| key.starts_with(&prefix)).await
+        use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                description: Some("running sagas of one person".to_owned()),
+                filter_subject: format!("{}{}.*", self.kv.prefix, person_key(insz)),
+                headers_only: true,
+                replay_policy: ReplayPolicy::Instant,
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("list a person's running sagas", e))?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| unavailable("list a person's running sagas", e))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unavailable("list a person's running sagas", e))?;
+            let pending = message.info().map(|i| i.pending).unwrap_or(0);
+            // A purged or deleted key is a saga that ended.
+            let removed = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| op.as_str() != "PUT");
+            if !removed
+                && let Some(saga) = message
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+            {
+                out.push(saga);
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<Uuid>, StoreError> {
