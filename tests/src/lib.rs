@@ -2,6 +2,9 @@
 //!
 //! The suites themselves are the `[[test]]` targets beside this crate: each starts its own
 //! nats-server through `levensloop-testing`, so they run in parallel without sharing state.
+//! [`world`] runs the services as real processes for the saga suites.
+
+pub mod world;
 
 use levensloop_store::{
     Appended, Commit, EventData, EventStore, ExpectedVersion, StoreError, StreamName,
