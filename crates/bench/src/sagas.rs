@@ -62,6 +62,11 @@ pub struct Args {
     /// How long to wait for every saga to end, in seconds.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
+    /// Also count every message through the server by kind of subject and print the counts
+    /// per saga: where the server's work goes. The counting subscriber costs the server a
+    /// copy of each message, so the speed figures of such a run are not the benchmark's.
+    #[arg(long)]
+    traffic: bool,
 }
 
 /// A saga that ended, and when its key left the running-saga index (right after the store
@@ -133,6 +138,11 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         )?,
     ];
 
+    let traffic = if args.traffic {
+        Some(count_traffic(async_nats::connect(&url).await?))
+    } else {
+        None
+    };
     // Follow the saga streams from the start, on a task of its own.
     let store = JetStreamStore::connect(&url, JetStreamConfig::default()).await?;
     let (ends_tx, mut ends_rx) = mpsc::unbounded_channel();
@@ -209,6 +219,20 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         }
     }
     follower.abort();
+    let traffic = match traffic {
+        Some((counts, counter)) => {
+            counter.abort();
+            let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
+            let per_saga: BTreeMap<String, f64> = counts
+                .into_iter()
+                .map(|(kind, n)| (kind, (n as f64 / sagas * 10.0).round() / 10.0))
+                .filter(|(_, n)| *n > 0.0)
+                .collect();
+            eprintln!("messages per saga, by subject: {per_saga:#?}");
+            Some(per_saga)
+        }
+        None => None,
+    };
     for p in &mut processes {
         let _ = p.terminate();
     }
@@ -229,6 +253,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "half_rate_per_s": half.round(),
         "sagas": sagas,
         "statuses": statuses,
+        "traffic_per_saga": traffic,
     }))
 }
 
@@ -356,6 +381,41 @@ async fn follow(
     Ok(())
 }
 
+/// A subject without its ids: the API call, the stream acknowledged, the bucket, the inbox.
+fn subject_kind(subject: &str) -> String {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let keep = match tokens.first().copied() {
+        Some("$JS") if tokens.get(1) == Some(&"API") => match tokens.get(2).copied() {
+            Some("CONSUMER" | "STREAM" | "DIRECT") => 5,
+            _ => 4,
+        },
+        Some("$JS") => 3,
+        Some("$KV") => 2,
+        Some(t) if t.starts_with("_INBOX") => 1,
+        _ => 3,
+    };
+    tokens[..keep.min(tokens.len())].join(".")
+}
+
+/// Message counts by kind of subject, shared with the task that counts them.
+type Traffic = std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
+/// Counts every message the server routes, by [`subject_kind`], until aborted.
+fn count_traffic(client: async_nats::Client) -> (Traffic, tokio::task::JoinHandle<()>) {
+    let counts = Traffic::default();
+    let shared = counts.clone();
+    let task = tokio::spawn(async move {
+        let Ok(mut all) = client.subscribe(">").await else {
+            return;
+        };
+        while let Some(message) = all.next().await {
+            if let Ok(mut counts) = shared.lock() {
+                *counts.entry(subject_kind(&message.subject)).or_default() += 1;
+            }
+        }
+    });
+    (counts, task)
+}
 /// How each saga ended and how many of its steps succeeded, read from the store after the
 /// measurement.
 async fn outcomes(

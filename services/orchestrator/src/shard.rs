@@ -261,6 +261,9 @@ impl std::fmt::Debug for Shard {
 struct Entry {
     state: SagaState,
     version: Version,
+    /// Dropped from the running-saga index since it was cached: late results of a finished
+    /// saga cost no further index writes.
+    unindexed: bool,
 }
 
 pub struct Shard {
@@ -401,6 +404,7 @@ impl Shard {
                     Entry {
                         state,
                         version: appended.version,
+                        unindexed: false,
                     },
                 );
                 self.execute(saga, decision.commands).await?;
@@ -479,7 +483,16 @@ impl Shard {
         };
         let life_event = io::life_event(store, saga).await?;
         let state = self.shared.catalog.rebuild(&life_event, &events)?;
-        self.cache.put(saga, Entry { state, version });
+        // A finished saga loaded again is unindexed once more: the purge is idempotent and
+        // covers one that failed before.
+        self.cache.put(
+            saga,
+            Entry {
+                state,
+                version,
+                unindexed: false,
+            },
+        );
         Ok(())
     }
 
@@ -512,10 +525,13 @@ impl Shard {
             return Ok(None);
         };
         let status = entry.state.status();
-        if entry.state.is_terminal() {
+        if entry.state.is_terminal() && !entry.unindexed {
             let person = entry.state.person_insz().to_owned();
             self.timers.retain(|(_, s, _)| *s != saga);
             self.shared.index.remove(&person, saga).await?;
+            if let Some(entry) = self.cache.get_mut(&saga) {
+                entry.unindexed = true;
+            }
             tracing::debug!(%saga, ?status, "saga finished");
         }
         Ok(Some(status))

@@ -216,8 +216,19 @@ impl HandlerWorker {
 
     async fn work(&self, message: &jetstream::Message, task: &v1::Task) {
         let key = &task.idempotency_key;
-        // A repeat of a task whose effect happened: the recorded answer, no second call.
-        match self.ledger.effect(&self.handler, key).await {
+        // A repeat of a task whose effect happened: the recorded answer, no second call. A
+        // first attempt delivered for the first time has no effect yet save after a re-dispatch
+        // outside the queue's duplicate window; that rare case costs a second call of the
+        // target, never a second effect (recording is create-only), so first deliveries skip
+        // the lookup and the server a round trip per task.
+        let first_sight =
+            task.attempt <= 1 && message.info().map(|i| i.delivered <= 1).unwrap_or(false);
+        let known = if first_sight {
+            Ok(None)
+        } else {
+            self.ledger.effect(&self.handler, key).await
+        };
+        match known {
             Ok(Some(effect)) => {
                 let answer = Answer::Completed {
                     effect,
