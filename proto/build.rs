@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const FILES: &[&str] = &[
     "levensloop/v1/common.proto",
     "levensloop/v1/life_event.proto",
+    "levensloop/v1/registration.proto",
     "levensloop/v1/saga.proto",
     "levensloop/v1/ingest.proto",
     "levensloop/v1/handler.proto",

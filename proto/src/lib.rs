@@ -245,6 +245,15 @@ pub mod stored {
     pub const LIFE_EVENT_TYPE: &str = "levensloop.v1.LifeEvent";
     /// The event type of a stored `levensloop.v1.SagaEvent`.
     pub const SAGA_EVENT_TYPE: &str = "levensloop.v1.SagaEvent";
+    /// The handler registry's one stream, `handler-registry`: every registration, update and
+    /// deregistration in order (see `levensloop_sagas::registry`).
+    pub const HANDLER_CATEGORY: &str = "handler";
+    pub const HANDLER_REGISTRY_ID: &str = "registry";
+    /// The event type of a stored `levensloop.v1.HandlerChanged`.
+    pub const HANDLER_CHANGED_TYPE: &str = "levensloop.v1.HandlerChanged";
+    /// Core NATS subject on which a registry change is announced after it is stored, so
+    /// followers read it at once rather than at their next periodic check.
+    pub const HANDLER_REGISTRY_CHANGED_SUBJECT: &str = "levensloop.registry.changed";
     /// Metadata on a stored life event: "false" when it starts no saga.
     pub const META_STARTS_SAGA: &str = "levensloop-starts-saga";
     /// Metadata beside [`META_STARTS_SAGA`]: why no saga starts.

@@ -14,6 +14,7 @@ use levensloop_proto::v1;
 use crate::definition::{Definition, DefinitionError, HandlerLimits};
 use crate::engine::{Decision, EngineError, Input, SagaState, decide, rebuild};
 use crate::fields::LifeEventKind;
+use crate::registry;
 
 /// The shipped definition files: (file name, contents).
 pub const BUILTIN: [(&str, &str); 4] = [
@@ -97,12 +98,29 @@ impl Catalog {
         facts: BTreeMap<String, String>,
         now: DateTime<Utc>,
     ) -> Result<(SagaState, Decision), EngineError> {
+        let definition = self.base_for(life_event)?;
+        Self::start_under(definition, life_event, facts, now)
+    }
+
+    /// The definition a new saga of this life event starts from, before integrators'
+    /// handlers (see [`crate::registry`]).
+    pub fn base_for(&self, life_event: &v1::LifeEvent) -> Result<Arc<Definition>, EngineError> {
         let kind = LifeEventKind::of(life_event).ok_or(EngineError::NoDefinition {
             life_event: life_event.r#type.clone(),
         })?;
-        let definition = self.for_kind(kind).ok_or(EngineError::NoDefinition {
+        self.for_kind(kind).ok_or(EngineError::NoDefinition {
             life_event: kind.name().to_owned(),
-        })?;
+        })
+    }
+
+    /// Starts a saga under a given definition (a base one with integrators' handlers
+    /// included).
+    pub fn start_under(
+        definition: Arc<Definition>,
+        life_event: &v1::LifeEvent,
+        facts: BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<(SagaState, Decision), EngineError> {
         let state = SagaState::new(definition, life_event)?;
         let decision = decide(&state, Input::Start { now, facts })?;
         Ok((state, decision))
@@ -116,14 +134,27 @@ impl Catalog {
         events: &[v1::SagaEvent],
     ) -> Result<SagaState, EngineError> {
         let definition = match events.first().and_then(|e| e.event.as_ref()) {
-            Some(v1::saga_event::Event::SagaStarted(s)) => self
-                .get(&s.definition, s.definition_version)
-                .ok_or_else(|| {
-                    EngineError::Rebuild(format!(
-                        "definition {} v{} is not in the catalog",
-                        s.definition, s.definition_version
-                    ))
-                })?,
+            Some(v1::saga_event::Event::SagaStarted(s)) => {
+                let base = self
+                    .get(&s.definition, s.definition_version)
+                    .ok_or_else(|| {
+                        EngineError::Rebuild(format!(
+                            "definition {} v{} is not in the catalog",
+                            s.definition, s.definition_version
+                        ))
+                    })?;
+                if s.handlers.is_empty() {
+                    base
+                } else {
+                    // The integrators' handlers as the saga recorded them when it started.
+                    Arc::new(registry::include(&base, &s.handlers).map_err(|e| {
+                        EngineError::Rebuild(format!(
+                            "the registered handlers of {} v{}: {e}",
+                            s.definition, s.definition_version
+                        ))
+                    })?)
+                }
+            }
             Some(_) => {
                 return Err(EngineError::Rebuild(
                     "the first event is not SagaStarted".into(),

@@ -70,6 +70,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use levensloop_proto::v1;
 use serde::Deserialize;
 
 use crate::condition::{Condition, RawCondition};
@@ -375,6 +376,9 @@ pub struct Definition {
     handlers: BTreeMap<String, HandlerLimits>,
     steps: Vec<Step>,
     index: HashMap<String, usize>,
+    /// The integrators' handlers added to the file's steps, in the order they were added
+    /// (see [`crate::registry`]); a saga's `SagaStarted` records them.
+    registrations: Vec<v1::HandlerRegistration>,
 }
 
 impl Definition {
@@ -520,6 +524,41 @@ impl Definition {
             self.reindex();
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// The integrators' handlers this definition includes, in the order they were added.
+    pub fn registrations(&self) -> &[v1::HandlerRegistration] {
+        &self.registrations
+    }
+
+    /// Adds an integrator's handler as a step, with the loader's checks; on error the
+    /// definition is unchanged. A `blocking` step is also needed by the steps that need any
+    /// of its own needs (with no needs of its own: by the steps that need nothing), so those
+    /// wait for it.
+    pub fn include_handler(
+        &mut self,
+        step: Step,
+        blocking: bool,
+        registration: v1::HandlerRegistration,
+    ) -> Result<(), DefinitionError> {
+        let mut next = self.clone();
+        if blocking {
+            for other in &mut next.steps {
+                let waits = if step.needs.is_empty() {
+                    other.needs.is_empty()
+                } else {
+                    other.needs.iter().any(|n| step.needs.contains(n))
+                };
+                if waits {
+                    other.needs.push(step.id.clone());
+                }
+            }
+        }
+        next.steps.push(step);
+        next.validate()?;
+        next.registrations.push(registration);
+        *self = next;
         Ok(())
     }
 
@@ -1059,6 +1098,7 @@ impl RawDefinition {
                 .collect(),
             steps,
             index: HashMap::new(),
+            registrations: Vec::new(),
         })
     }
 }

@@ -1408,6 +1408,7 @@ impl Run {
             planned_steps,
             person_insz: ctx.person_insz.clone(),
             municipality_nis_code: ctx.municipality.clone(),
+            handlers: def.registrations().to_vec(),
         }));
         self.advance();
         Ok(None)

@@ -12,6 +12,8 @@
 //!   and jitter are inputs, ids are UUID v5.
 //! - [`fields`]: the life-event field paths definitions may name, and the flattening of a
 //!   [`levensloop_proto::v1::LifeEvent`] into them.
+//! - [`registry`]: handlers integrators register at run time, checked against the catalog,
+//!   and the definitions that include them as steps.
 //! - [`condition`], [`time`]: conditions on event data; calendar-aware durations.
 //!
 //! An orchestrator's loop, in short:
@@ -37,6 +39,7 @@ pub mod condition;
 pub mod definition;
 pub mod engine;
 pub mod fields;
+pub mod registry;
 pub mod time;
 
 pub use catalog::{BUILTIN, Catalog};
@@ -51,4 +54,5 @@ pub use engine::{
     task_id,
 };
 pub use fields::{EventData, LifeEventKind, event_data};
+pub use registry::{RegistrationError, Registry};
 pub use time::Span;

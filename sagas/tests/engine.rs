@@ -1607,3 +1607,58 @@ needs = ["a", "b"]
         Err(EngineError::NotAllowed { action: "skip", .. })
     ));
 }
+
+#[test]
+fn a_registered_handler_is_a_step_the_saga_keeps_through_a_rebuild() {
+    let catalog = Catalog::builtin().unwrap();
+    let spec = v1::HandlerSpec {
+        name: "gent.library.close-account".into(),
+        owner: "Stad Gent".into(),
+        life_event_types: vec![v1::LifeEventType::Death as i32],
+        after_steps: vec!["verify-act".into()],
+        blocking: true,
+        permitted_fields: vec!["deceased.insz".into()],
+        ..Default::default()
+    };
+    let mut registry = levensloop_sagas::Registry::new();
+    registry.apply(&registry.register(&catalog, spec, t0()).unwrap());
+    let event = death("d-reg", "85010112345", "1985-01-01", "44021");
+    let base = catalog.base_for(&event).unwrap();
+    let (definition, left_out) = levensloop_sagas::registry::include_each(
+        &base,
+        &registry.for_saga(levensloop_sagas::LifeEventKind::Death, Some("44021")),
+    );
+    assert!(left_out.is_empty());
+    let mut world = World::new(Arc::new(definition), event.clone());
+    world.start(Default::default()).unwrap();
+    let Some(Event::SagaStarted(started)) = world.store[0].event.as_ref() else {
+        panic!("SagaStarted first");
+    };
+    assert_eq!(started.handlers.len(), 1);
+    assert!(
+        started
+            .planned_steps
+            .contains(&"gent.library.close-account".to_owned())
+    );
+
+    // The handler's task carries only its permitted field, and the steps after `verify-act`
+    // wait for it.
+    world.succeed("verify-act");
+    let task = world.current("gent.library.close-account");
+    assert_eq!(task.data.keys().collect::<Vec<_>>(), vec!["deceased.insz"]);
+    assert!(world.settles.is_empty(), "settling waits for the handler");
+
+    // A rebuild from the stored events keeps the step, even with the registry gone.
+    let rebuilt = catalog.rebuild(&event, &world.store).unwrap();
+    assert!(
+        rebuilt
+            .definition()
+            .step("gent.library.close-account")
+            .is_some()
+    );
+    world.succeed("gent.library.close-account");
+    assert!(
+        !world.settles.is_empty(),
+        "then the person's other sagas are settled"
+    );
+}

@@ -376,6 +376,18 @@ impl EventStore for JetStreamStore {
         }
     }
 
+    async fn version(&self, stream: &StreamName) -> Result<Option<Version>, StoreError> {
+        match self
+            .stream
+            .direct_get_last_for_subject(self.subject(stream))
+            .await
+        {
+            Ok(last) => Ok(Some(Version(last.sequence))),
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::unavailable(format!("version of {stream}"), e)),
+        }
+    }
+
     async fn subscribe(
         &self,
         category: &str,

@@ -196,6 +196,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`StoreError::StreamNotFound`]; a stream with nothing after `from` is an empty slice.
     async fn read(&self, stream: &StreamName, from: ReadFrom) -> Result<StreamSlice, StoreError>;
 
+    /// A stream's current version, `None` if it does not exist: one cheap question, for a
+    /// reader that only needs to know whether a stream moved since it last read it.
+    async fn version(&self, stream: &StreamName) -> Result<Option<Version>, StoreError> {
+        match self.read(stream, ReadFrom::Start).await {
+            Ok(slice) => Ok(Some(slice.version)),
+            Err(StoreError::StreamNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens the durable subscription `name` to every stream of `category`. A new name starts
     /// at the category's first commit; an existing name resumes after the last commit it
     /// acknowledged. It delivers the stored commits (catch-up) and then new ones as they are

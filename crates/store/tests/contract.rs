@@ -118,6 +118,29 @@ mod suite {
         assert_eq!(empty.version, versions[39]);
     }
 
+    pub async fn version_is_the_last_commits(store: Arc<dyn EventStore>) {
+        let s = name("version", "x");
+        assert_eq!(
+            store.version(&s).await.unwrap(),
+            None,
+            "no stream, no version"
+        );
+        let mut expected = ExpectedVersion::NoStream;
+        for n in 0..3 {
+            let appended = store.append(&s, expected, one("V", n)).await.unwrap();
+            assert_eq!(store.version(&s).await.unwrap(), Some(appended.version));
+            expected = ExpectedVersion::Exact(appended.version);
+        }
+        // Another stream's commits do not move it.
+        let other = name("version", "y");
+        store
+            .append(&other, ExpectedVersion::NoStream, one("V", 9))
+            .await
+            .unwrap();
+        let read = store.read(&s, ReadFrom::Start).await.unwrap();
+        assert_eq!(store.version(&s).await.unwrap(), Some(read.version));
+    }
+
     pub async fn long_streams_read_whole(store: Arc<dyn EventStore>) {
         // More commits than one read batch, so paging is exercised.
         let s = name("long", "x");
@@ -448,6 +471,7 @@ macro_rules! contract {
 
             case!(order_within_a_stream);
             case!(long_streams_read_whole);
+            case!(version_is_the_last_commits);
             case!(a_commit_is_atomic_and_ordered);
             case!(optimistic_concurrency_race);
             case!(must_not_exist_race);

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod facts;
 pub mod index;
 pub mod io;
+pub mod registry;
 pub mod shard;
 
 use futures::StreamExt;
@@ -24,6 +25,7 @@ use index::RunningIndex;
 use levensloop_bus::Bus;
 use levensloop_sagas::Catalog;
 use levensloop_store::{EventStore, JetStreamConfig, JetStreamStore};
+use registry::RegistryView;
 use shard::{Msg, Router, SagaInput, Shard, Shared};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +120,7 @@ pub async fn start(
         catalog,
         router: router.clone(),
         clock: config.clock.clone(),
+        registry: Arc::new(RegistryView::new(store.clone())),
     };
     let mut tasks = JoinSet::new();
     for inbox in inboxes {
@@ -184,6 +187,7 @@ async fn follow_life_events(store: Arc<dyn EventStore>, router: Router, concurre
                     break;
                 }
             };
+            let received = tokio::time::Instant::now();
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 return;
             };
@@ -210,6 +214,7 @@ async fn follow_life_events(store: Arc<dyn EventStore>, router: Router, concurre
                     let answer = router
                         .ask(saga, |done| Msg::Start {
                             event: Box::new(event),
+                            received,
                             done,
                         })
                         .await;

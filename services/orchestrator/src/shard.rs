@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::facts;
 use crate::index::RunningIndex;
 use crate::io;
+use crate::registry::RegistryView;
 use chrono::{DateTime, Utc};
 use levensloop_bus::Bus;
 use levensloop_proto::{saga_id, v1};
@@ -52,6 +53,8 @@ pub enum Msg {
     /// Start the saga of an accepted life event.
     Start {
         event: Box<v1::LifeEvent>,
+        /// When the life event arrived: the handler registry is read after this moment.
+        received: tokio::time::Instant,
         done: Reply,
     },
     /// An input for a running saga; `now` and jitter are filled in when it is handled.
@@ -241,6 +244,7 @@ pub struct Shared {
     pub catalog: Arc<Catalog>,
     pub router: Router,
     pub clock: Clock,
+    pub registry: Arc<RegistryView>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -312,8 +316,12 @@ impl Shard {
 
     async fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Start { event, done } => {
-                let _ = done.send(self.start(*event).await);
+            Msg::Start {
+                event,
+                received,
+                done,
+            } => {
+                let _ = done.send(self.start(*event, received).await);
             }
             Msg::Input { saga, input, done } => {
                 let result = self.input(saga, input).await;
@@ -362,6 +370,7 @@ impl Shard {
     async fn start(
         &mut self,
         event: v1::LifeEvent,
+        received: tokio::time::Instant,
     ) -> Result<Option<SagaStatus>, OrchestratorError> {
         let saga = saga_id(&event.source, &event.id);
         if let Some(entry) = self.cache.get(&saga) {
@@ -373,7 +382,14 @@ impl Shard {
         let facts = known
             .map(|definition| facts::lookup(&definition, &person))
             .unwrap_or_default();
-        let (mut state, decision) = match self.shared.catalog.start(&event, facts, now) {
+        // The integrators' handlers registered before the life event arrived are included.
+        let registry = self.shared.registry.current(received).await?;
+        let started = self
+            .shared
+            .registry
+            .definition_for(&self.shared.catalog, &registry, &event)
+            .and_then(|definition| Catalog::start_under(definition, &event, facts, now));
+        let (mut state, decision) = match started {
             Ok(started) => started,
             Err(EngineError::NoSaga(why)) => {
                 tracing::info!(%saga, %why, "no saga for this life event");
