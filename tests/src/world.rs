@@ -129,15 +129,29 @@ impl World {
             &["--nats-url", &self.url, "--grpc-addr", "127.0.0.1:0"],
             "gateway: gRPC on",
         );
-        let log = std::fs::read_to_string(gateway.log_path()).expect("the gateway's log");
-        let addr = log
-            .lines()
-            .rev()
-            .find_map(|l| l.split("gateway: gRPC on ").nth(1))
-            .expect("the gateway says where it listens")
-            .trim()
-            .to_owned();
-        (gateway, format!("http://{addr}"))
+        let url = grpc_url(&gateway, "gateway: gRPC on ");
+        (gateway, url)
+    }
+
+    /// The handlers service as a process, on a port it picks, with this lease (seconds);
+    /// returns it and its gRPC URL.
+    pub fn handlers(&self, lease_s: f64) -> (ServiceProcess, String) {
+        let lease = lease_s.to_string();
+        let handlers = self.service(
+            "handlers",
+            "levensloop-handlers",
+            &[
+                "--nats-url",
+                &self.url,
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--lease-s",
+                &lease,
+            ],
+            "handlers: gRPC on",
+        );
+        let url = grpc_url(&handlers, "handlers: gRPC on ");
+        (handlers, url)
     }
 
     /// The orchestrator as a process, following the shared clock offset.
@@ -187,6 +201,19 @@ impl World {
     pub async fn tap_tasks(&self) -> TaskTap {
         TaskTap::open(&self.client).await
     }
+}
+
+/// The `http://` URL a service printed after `ready` (it listens on a port it picked).
+pub fn grpc_url(service: &ServiceProcess, ready: &str) -> String {
+    let log = std::fs::read_to_string(service.log_path()).expect("the service's log");
+    let addr = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split(ready).nth(1))
+        .expect("the service says where it listens")
+        .trim()
+        .to_owned();
+    format!("http://{addr}")
 }
 
 /// Reads a saga's stream from the store, decoded.
