@@ -13,6 +13,8 @@
 //! The project's own services run as real processes through [`ServiceProcess`] (found by
 //! [`workspace_binary`]), so a suite can SIGKILL an orchestrator or a worker mid-run.
 //!
+//! [`webhook::ScriptedWebhook`] stands in for an integrator's HTTP endpoint.
+//!
 //! The binary is found through [`find_nats_server`]: `NATS_SERVER_BIN`, then the project's own
 //! pinned install under `.tools/bin`, then `PATH`. A server older than 2.12 is refused with a
 //! message that says how to install the pinned one.
@@ -21,6 +23,7 @@ mod binary;
 mod log;
 mod process;
 mod server;
+pub mod webhook;
 
 pub use binary::{MIN_VERSION, NatsBinary, ServerVersion, find_nats_server};
 pub use process::{ServiceProcess, workspace_binary};

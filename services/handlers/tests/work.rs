@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,6 +16,7 @@ use levensloop_proto::v1::{
     work_request, work_response,
 };
 use levensloop_testing::NatsServer;
+use levensloop_testing::webhook::ScriptedWebhook;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -466,69 +466,20 @@ async fn work_streams_are_refused_for_unknown_and_webhook_handlers() {
     assert_eq!(hook.code(), Code::FailedPrecondition);
 }
 
-/// A webhook that answers each path from a script, and remembers what it was sent.
-#[derive(Clone, Default)]
-struct Script {
-    answers: Arc<Mutex<HashMap<String, Vec<u16>>>>,
-    seen: Arc<Mutex<Vec<(String, String, serde_json::Value)>>>,
-}
-
-async fn webhook(script: Script) -> String {
-    use axum::extract::{Path, State};
-    use axum::http::{HeaderMap, StatusCode};
-    async fn answer(
-        State(script): State<Script>,
-        Path(name): Path<String>,
-        headers: HeaderMap,
-        body: axum::Json<serde_json::Value>,
-    ) -> (StatusCode, axum::Json<serde_json::Value>) {
-        let key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        script
-            .seen
-            .lock()
-            .unwrap()
-            .push((name.clone(), key, body.0));
-        let code = {
-            let mut answers = script.answers.lock().unwrap();
-            let queue = answers.get_mut(&name).unwrap();
-            if queue.len() > 1 {
-                queue.remove(0)
-            } else {
-                queue[0]
-            }
-        };
-        (
-            StatusCode::from_u16(code).unwrap(),
-            axum::Json(serde_json::json!({ "case": format!("{name}-{code}") })),
-        )
-    }
-    let app = axum::Router::new()
-        .route("/hook/{name}", axum::routing::post(answer))
-        .with_state(script);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/hook")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_connector_reads_the_answers_as_promised() {
     let mut setup = Setup::start(Duration::from_secs(30)).await;
-    let script = Script::default();
-    script.answers.lock().unwrap().extend([
-        ("flaky".to_owned(), vec![500, 500, 200]),
-        ("done-before".to_owned(), vec![409]),
-        ("refuses".to_owned(), vec![400]),
-    ]);
-    let base = webhook(script.clone()).await;
+    let webhook = ScriptedWebhook::start([
+        ("flaky", vec![500, 500, 200]),
+        ("done-before", vec![409]),
+        ("refuses", vec![400]),
+    ])
+    .await
+    .unwrap();
     for name in ["flaky", "done-before", "refuses"] {
         setup
             .register(v1::HandlerSpec {
-                webhook_url: format!("{base}/{name}"),
+                webhook_url: webhook.url(name),
                 ..spec(&format!("hook.{name}"))
             })
             .await;
@@ -564,9 +515,9 @@ async fn the_webhook_connector_reads_the_answers_as_promised() {
         other => panic!("400 is a permanent failure, got {other:?}"),
     }
     // What the webhook received: the task as JSON, keyed by its idempotency key.
-    let seen = script.seen.lock().unwrap().clone();
-    let (_, key, body) = seen.iter().find(|(n, _, _)| n == "refuses").unwrap();
-    assert_eq!(key, &refuses.idempotency_key);
-    assert_eq!(body["task_id"], refuses.task_id.as_str());
-    assert_eq!(body["data"]["deceased.insz"], "85010112342");
+    let received = webhook.received();
+    let request = received.iter().find(|r| r.name == "refuses").unwrap();
+    assert_eq!(request.idempotency_key, refuses.idempotency_key);
+    assert_eq!(request.body["task_id"], refuses.task_id.as_str());
+    assert_eq!(request.body["data"]["deceased.insz"], "85010112342");
 }
