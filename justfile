@@ -9,6 +9,7 @@ export PATH := justfile_directory() / ".tools/bin" + ":" + env_var("PATH")
 nats_port := env_var_or_default("LEVENSLOOP_NATS_PORT", "14222")
 nats_url := "nats://127.0.0.1:" + nats_port
 gateway_addr := env_var_or_default("LEVENSLOOP_GATEWAY_GRPC", "127.0.0.1:50051")
+handlers_addr := env_var_or_default("LEVENSLOOP_HANDLERS_GRPC", "127.0.0.1:50052")
 
 # List the recipes.
 default:
@@ -41,19 +42,37 @@ nats-up: tools
 nats-down:
     @if [ -f .data/nats.pid ]; then kill "$(cat .data/nats.pid)" 2>/dev/null || true; rm -f .data/nats.pid; echo "nats-server stopped"; fi
 
-# The main job: start nats-server, the gateway, the orchestrator and the workers; publish a
-# birth, a death, a move and a driving exam and watch their sagas run to completion; then act
-# as a registry for a few seconds and show what the simulated target systems did.
-up: nats-up build gateway-up orchestrator-up workers-up demo simulate effects
+# The main job: start nats-server, the gateway, the handlers service, the orchestrator and the
+# workers; publish a birth, a death, a move and a driving exam and watch their sagas run to
+# completion; then act as a registry for a few seconds and show what the simulated target
+# systems did.
+up: nats-up build gateway-up handlers-up orchestrator-up workers-up integrator-up demo simulate effects
 
 # Build the release binaries once (the gateway, the `levensloop` command line).
 build:
-    cargo build --release --quiet -p levensloop-gateway -p levensloop-orchestrator -p levensloop-workers -p levensloop-cli
+    cargo build --release --quiet -p levensloop-gateway -p levensloop-handlers -p levensloop-orchestrator -p levensloop-workers -p levensloop-cli -p library-integrator
 
 # Start the ingest gateway in the background (gRPC on 127.0.0.1:50051, NATS on the local
 # server); its log is .data/gateway.log.
 gateway-up: nats-up build
     @bash infra/service.sh start gateway "gateway: gRPC on" target/release/levensloop-gateway --nats-url {{nats_url}} --grpc-addr {{gateway_addr}}
+
+# Start the handlers service in the background (HandlerService on 127.0.0.1:50052: integrators
+# register handlers and serve their tasks; webhooks); its log is .data/handlers.log.
+handlers-up: nats-up build
+    @bash infra/service.sh start handlers "handlers: gRPC on" target/release/levensloop-handlers --nats-url {{nats_url}} --grpc-addr {{handlers_addr}}
+
+# Run the example integrator (examples/library-integrator) in the foreground: it registers
+# `gent.library.close-account` for deaths in Gent and closes library accounts as tasks come
+# (e.g. `infra/just integrator --effects .data/library.jsonl`).
+integrator *ARGS: handlers-up
+    target/release/library-integrator --handlers-url http://{{handlers_addr}} {{ARGS}}
+
+# Start the example integrator in the background: Gent's library closes the accounts of the
+# deceased of Gent (the demo's death shows its step); effects in .data/library.jsonl, log in
+# .data/library-integrator.log.
+integrator-up: handlers-up
+    @bash infra/service.sh start library-integrator "library-integrator: serving" target/release/library-integrator --handlers-url http://{{handlers_addr}} --effects .data/library.jsonl
 
 # Start the orchestrator in the background; its log is .data/orchestrator.log. Locally it
 # follows the shared clock offset (`--time-travel`), so the demo can let months-long waits end.
@@ -69,11 +88,14 @@ workers-up: nats-up build
 effects:
     @echo "effects recorded by the workers (per handler):"
     @RUST_LOG=warn target/release/levensloop-workers --nats-url {{nats_url}} ledger
+    @echo "library accounts closed by the example integrator: $(cat .data/library.jsonl 2>/dev/null | wc -l)"
 
 # Stop the services and nats-server.
 down:
+    @bash infra/service.sh stop library-integrator
     @bash infra/service.sh stop workers
     @bash infra/service.sh stop orchestrator
+    @bash infra/service.sh stop handlers
     @bash infra/service.sh stop gateway
     @just nats-down
 
@@ -116,6 +138,12 @@ bench-ingest *ARGS: tools
 bench *ARGS: tools
     cargo build --release --quiet -p levensloop-gateway -p levensloop-orchestrator -p levensloop-workers -p levensloop-bench
     target/release/levensloop-bench sagas {{ARGS}}
+
+# Tasks through 4 integrators' gRPC workers (the handlers service's Work streams) against the
+# built-in workers: tasks per second and latency per step; prints one JSON line.
+bench-handlers *ARGS: tools
+    cargo build --release --quiet -p levensloop-handlers -p levensloop-workers -p levensloop-bench
+    target/release/levensloop-bench handlers {{ARGS}}
 
 # Fuzz the gateway's decoders and validator harder than the test suite does (property-based,
 # FUZZ_CASES per target, default 100,000; the test suite runs 2,000).

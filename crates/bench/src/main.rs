@@ -9,7 +9,10 @@
 //! - `sagas`: life events through gateway → orchestrator → workers (real processes) to each
 //!   saga's end: sagas per second, latency percentiles at half that rate, steps per saga,
 //!   raw appends, peak memory and CPU time per process.
+//! - `handlers`: tasks through integrators' gRPC workers (the handlers service's Work streams)
+//!   against the built-in workers: tasks per second and latency per step.
 
+mod handlers;
 mod ingest;
 mod sagas;
 mod store;
@@ -34,6 +37,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Life events to the end of their sagas, through real processes.
     Sagas(sagas::Args),
+    /// Tasks through gRPC workers against the built-in workers.
+    Handlers(handlers::Args),
 }
 
 #[tokio::main]
@@ -43,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Store(args) => store::run(args).await?,
         Command::Ingest(args) => ingest::run(args).await?,
         Command::Sagas(args) => sagas::run(args).await?,
+        Command::Handlers(args) => handlers::run(args).await?,
     };
     println!("{line}");
     Ok(())

@@ -257,7 +257,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-fn start(
+pub(crate) fn start(
     name: &str,
     binary: &str,
     args: &[&str],
@@ -498,7 +498,7 @@ fn latencies(sagas: &HashMap<Uuid, SystemTime>, ends: &Ends) -> Vec<f64> {
     out
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -507,7 +507,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// A process's peak resident memory (`VmHWM`), in MB.
-fn peak_rss_mb_of(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mb_of(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -517,7 +517,7 @@ fn peak_rss_mb_of(pid: u32) -> f64 {
 }
 
 /// A process's CPU time so far (user + system), in seconds.
-fn cpu_seconds_of(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at the last ')'.
     let fields: Vec<&str> = stat

@@ -94,27 +94,34 @@ impl Followed {
     }
 }
 
-/// The four samples: fresh, valid people; the birth in Gent, which pays a birth premium.
+/// The four samples: fresh, valid people; the birth in Gent, which pays a birth premium, and
+/// the death in Gent, whose library may have registered a handler.
 fn samples(seed: u64) -> Vec<(&'static str, v1::LifeEvent)> {
     let today = chrono::Utc::now().date_naive();
     let day = today.pred_opt().unwrap_or(today);
     let mut generator = Generator::new(seed, day, SOURCE.to_owned());
+    let gent = |number: &str| v1::Address {
+        thoroughfare: "Korenmarkt".into(),
+        house_number: number.into(),
+        post_code: "9000".into(),
+        municipality_name: "Gent".into(),
+        municipality_nis_code: "44021".into(),
+        country_code: "BE".into(),
+        ..Default::default()
+    };
     let mut birth = generator.valid(Kind::Birth);
     if let Some(v1::life_event::Payload::Birth(b)) = birth.payload.as_mut() {
-        b.registered_address = Some(v1::Address {
-            thoroughfare: "Korenmarkt".into(),
-            house_number: "12".into(),
-            post_code: "9000".into(),
-            municipality_name: "Gent".into(),
-            municipality_nis_code: "44021".into(),
-            country_code: "BE".into(),
-            ..Default::default()
-        });
+        b.registered_address = Some(gent("12"));
         b.place_of_birth_nis_code = "44021".into();
+    }
+    // A death in Gent too: where the example integrator (Gent's library) takes part.
+    let mut death = generator.valid(Kind::Death);
+    if let Some(v1::life_event::Payload::Death(d)) = death.payload.as_mut() {
+        d.registered_address = Some(gent("31"));
     }
     vec![
         ("birth", birth),
-        ("death", generator.valid(Kind::Death)),
+        ("death", death),
         ("move", generator.valid(Kind::Move)),
         ("licence", generator.valid(Kind::DrivingExam)),
     ]

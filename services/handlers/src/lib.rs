@@ -96,7 +96,9 @@ pub async fn start(config: HandlersConfig) -> anyhow::Result<RunningHandlers> {
             .add_service(reflection)
             .add_service(api.into_service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Small messages both ways on long-lived streams: without TCP_NODELAY each
+                // answer waits on the peer's delayed acknowledgement (tens of milliseconds).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {
                     let _ = stopped.await;
                 },
