@@ -234,6 +234,25 @@ mod tests {
 
 /// How life events and sagas are laid out in the event store: the names the gateway writes,
 /// the orchestrator follows and the command line reads.
+/// What is wrong with a handler name, if anything. A handler name is subject tokens: lower-case
+/// letters, digits, `-` and `_`, separated by single dots (`groeipakket.startbedrag`); it
+/// names the handler's queue and, for an integrator's handler, its saga step.
+pub fn handler_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 128 {
+        return Some("must be 1 to 128 characters");
+    }
+    if name.split('.').any(str::is_empty) {
+        return Some("empty segment between dots");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+    {
+        return Some("only lower-case letters, digits, '-', '_' and '.' are allowed");
+    }
+    None
+}
+
 pub mod stored {
     /// One stream per accepted life event: `lifeevent-<saga id>`.
     pub const LIFE_EVENT_CATEGORY: &str = "lifeevent";

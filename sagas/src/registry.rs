@@ -311,25 +311,13 @@ fn change(
 /// A handler name is subject tokens: lower-case letters, digits, `-` and `_`, separated by
 /// single dots (`gent.library.close-account`); it names the handler's queue.
 pub fn check_name(name: &str) -> Result<(), RegistrationError> {
-    let bad = |reason| {
-        Err(RegistrationError::BadName {
+    match levensloop_proto::handler_name_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(RegistrationError::BadName {
             name: name.to_owned(),
             reason,
-        })
-    };
-    if name.is_empty() || name.len() > 128 {
-        return bad("must be 1 to 128 characters");
+        }),
     }
-    if name.split('.').any(str::is_empty) {
-        return bad("empty segment between dots");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-    {
-        return bad("only lower-case letters, digits, '-', '_' and '.' are allowed");
-    }
-    Ok(())
 }
 
 fn check_webhook(url: &str) -> Result<(), RegistrationError> {

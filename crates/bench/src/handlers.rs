@@ -31,7 +31,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::sagas::{cpu_seconds_of, peak_rss_mb_of, percentile, start};
+use crate::sagas::{percentile, start, usage};
 
 /// The registered handler the gRPC workers serve.
 const GRPC_HANDLER: &str = "bench.grpc";
@@ -186,17 +186,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
             }),
         );
     }
-    let mut cpu_s = serde_json::Map::new();
-    let mut peak_rss_mb = serde_json::Map::new();
-    let mut pids: Vec<(String, Option<u32>)> = vec![("nats-server".into(), server.pid())];
-    pids.extend(processes.iter().map(|p| (p.name().to_owned(), p.pid())));
-    pids.push(("bench".into(), Some(std::process::id())));
-    for (name, pid) in &pids {
-        if let Some(pid) = pid {
-            cpu_s.insert(name.clone(), json!(cpu_seconds_of(*pid)));
-            peak_rss_mb.insert(name.clone(), json!(peak_rss_mb_of(*pid)));
-        }
-    }
+    let (peak_rss_mb, cpu_s) = usage(&server, &processes);
     follower.abort();
     for w in &workers {
         w.abort();

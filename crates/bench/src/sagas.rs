@@ -207,17 +207,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 
     // Memory and CPU before anything stops; the raw yardstick after the sagas, on the same
     // server.
-    let mut peak_rss_mb = serde_json::Map::new();
-    let mut cpu_s = serde_json::Map::new();
-    let mut pids: Vec<(String, Option<u32>)> = vec![("nats-server".into(), server.pid())];
-    pids.extend(processes.iter().map(|p| (p.name().to_owned(), p.pid())));
-    pids.push(("bench".into(), Some(std::process::id())));
-    for (name, pid) in &pids {
-        if let Some(pid) = pid {
-            peak_rss_mb.insert(name.clone(), json!(peak_rss_mb_of(*pid)));
-            cpu_s.insert(name.clone(), json!(cpu_seconds_of(*pid)));
-        }
-    }
+    let (peak_rss_mb, cpu_s) = usage(&server, &processes);
     follower.abort();
     let traffic = match traffic {
         Some((counts, counter)) => {
@@ -498,6 +488,28 @@ fn latencies(sagas: &HashMap<Uuid, SystemTime>, ends: &Ends) -> Vec<f64> {
     out
 }
 
+/// Peak memory (MB) and CPU time (s) so far of nats-server, each service and this process.
+pub(crate) fn usage(
+    server: &NatsServer,
+    processes: &[ServiceProcess],
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let mut peak_rss_mb = serde_json::Map::new();
+    let mut cpu_s = serde_json::Map::new();
+    let mut pids: Vec<(String, Option<u32>)> = vec![("nats-server".into(), server.pid())];
+    pids.extend(processes.iter().map(|p| (p.name().to_owned(), p.pid())));
+    pids.push(("bench".into(), Some(std::process::id())));
+    for (name, pid) in pids {
+        if let Some(pid) = pid {
+            peak_rss_mb.insert(name.clone(), json!(peak_rss_mb_of(pid)));
+            cpu_s.insert(name, json!(cpu_seconds_of(pid)));
+        }
+    }
+    (peak_rss_mb, cpu_s)
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -507,7 +519,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// A process's peak resident memory (`VmHWM`), in MB.
-pub(crate) fn peak_rss_mb_of(pid: u32) -> f64 {
+fn peak_rss_mb_of(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -517,7 +529,7 @@ pub(crate) fn peak_rss_mb_of(pid: u32) -> f64 {
 }
 
 /// A process's CPU time so far (user + system), in seconds.
-pub(crate) fn cpu_seconds_of(pid: u32) -> f64 {
+fn cpu_seconds_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at the last ')'.
     let fields: Vec<&str> = stat

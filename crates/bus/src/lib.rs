@@ -102,25 +102,13 @@ pub async fn open_bucket(
 /// Checks that a handler name is usable as subject tokens: lower-case letters, digits, `-`,
 /// `_`, separated by single dots (`groeipakket.startbedrag`).
 pub fn check_handler(name: &str) -> Result<(), BusError> {
-    let bad = |reason| {
-        Err(BusError::InvalidHandler {
+    match levensloop_proto::handler_name_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(BusError::InvalidHandler {
             name: name.to_owned(),
             reason,
-        })
-    };
-    if name.is_empty() || name.len() > 128 {
-        return bad("must be 1 to 128 characters");
+        }),
     }
-    if name.split('.').any(str::is_empty) {
-        return bad("empty segment between dots");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-    {
-        return bad("only lower-case letters, digits, '-', '_' and '.' are allowed");
-    }
-    Ok(())
 }
 
 pub fn task_subject(handler: &str) -> String {
