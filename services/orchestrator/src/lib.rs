@@ -155,6 +155,7 @@ pub async fn start(
 
     tasks.spawn(follow_life_events(
         store,
+        shared.registry.clone(),
         router.clone(),
         config.concurrency,
     ));
@@ -167,7 +168,12 @@ pub async fn start(
 }
 
 /// Starts a saga for each accepted life event; acknowledges it once the saga is stored.
-async fn follow_life_events(store: Arc<dyn EventStore>, router: Router, concurrency: usize) {
+async fn follow_life_events(
+    store: Arc<dyn EventStore>,
+    registry: Arc<RegistryView>,
+    router: Router,
+    concurrency: usize,
+) {
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     loop {
         let mut subscription = match store.subscribe(io::LIFE_EVENT_CATEGORY, SUBSCRIPTION).await {
@@ -192,6 +198,7 @@ async fn follow_life_events(store: Arc<dyn EventStore>, router: Router, concurre
                 return;
             };
             let router = router.clone();
+            let registry = registry.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let Some(first) = delivery.events.first() else {
@@ -211,10 +218,18 @@ async fn follow_life_events(store: Arc<dyn EventStore>, router: Router, concurre
                 };
                 if starts {
                     let saga = levensloop_proto::saga_id(&event.source, &event.id);
+                    // The integrators' handlers registered before the life event arrived.
+                    let registry = match registry.current(received).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(%saga, error = %e, "handler registry unreadable; saga start deferred");
+                            return;
+                        }
+                    };
                     let answer = router
                         .ask(saga, |done| Msg::Start {
                             event: Box::new(event),
-                            received,
+                            registry,
                             done,
                         })
                         .await;

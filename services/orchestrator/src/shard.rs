@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use levensloop_bus::Bus;
 use levensloop_proto::{saga_id, v1};
 use levensloop_sagas::{
-    Catalog, Command, EngineError, Input, LifeEventKind, SagaState, SagaStatus, Timer,
+    Catalog, Command, EngineError, Input, LifeEventKind, Registry, SagaState, SagaStatus, Timer,
 };
 use levensloop_store::{EventStore, ExpectedVersion, StoreError, Version};
 use lru::LruCache;
@@ -53,8 +53,9 @@ pub enum Msg {
     /// Start the saga of an accepted life event.
     Start {
         event: Box<v1::LifeEvent>,
-        /// When the life event arrived: the handler registry is read after this moment.
-        received: tokio::time::Instant,
+        /// The handler registry as read after the life event arrived (read outside the shard,
+        /// so a shard never waits on the store for it).
+        registry: Arc<Registry>,
         done: Reply,
     },
     /// An input for a running saga; `now` and jitter are filled in when it is handled.
@@ -318,10 +319,10 @@ impl Shard {
         match msg {
             Msg::Start {
                 event,
-                received,
+                registry,
                 done,
             } => {
-                let _ = done.send(self.start(*event, received).await);
+                let _ = done.send(self.start(*event, &registry).await);
             }
             Msg::Input { saga, input, done } => {
                 let result = self.input(saga, input).await;
@@ -370,7 +371,7 @@ impl Shard {
     async fn start(
         &mut self,
         event: v1::LifeEvent,
-        received: tokio::time::Instant,
+        registry: &Registry,
     ) -> Result<Option<SagaStatus>, OrchestratorError> {
         let saga = saga_id(&event.source, &event.id);
         if let Some(entry) = self.cache.get(&saga) {
@@ -383,11 +384,10 @@ impl Shard {
             .map(|definition| facts::lookup(&definition, &person))
             .unwrap_or_default();
         // The integrators' handlers registered before the life event arrived are included.
-        let registry = self.shared.registry.current(received).await?;
         let started = self
             .shared
             .registry
-            .definition_for(&self.shared.catalog, &registry, &event)
+            .definition_for(&self.shared.catalog, registry, &event)
             .and_then(|definition| Catalog::start_under(definition, &event, facts, now));
         let (mut state, decision) = match started {
             Ok(started) => started,
