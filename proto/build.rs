@@ -10,6 +10,7 @@ const FILES: &[&str] = &[
     "levensloop/v1/life_event.proto",
     "levensloop/v1/registration.proto",
     "levensloop/v1/saga.proto",
+    "levensloop/v1/command.proto",
     "levensloop/v1/ingest.proto",
     "levensloop/v1/handler.proto",
     "levensloop/v1/operations.proto",

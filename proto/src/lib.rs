@@ -273,6 +273,11 @@ pub mod stored {
     /// Core NATS subject on which a registry change is announced after it is stored, so
     /// followers read it at once rather than at their next periodic check.
     pub const HANDLER_REGISTRY_CHANGED_SUBJECT: &str = "levensloop.registry.changed";
+    /// NATS request subject of operators' commands to the orchestrators (`v1::SagaCommand`,
+    /// answered with `v1::SagaCommandReply`); the orchestrators share queue group
+    /// [`SAGA_COMMAND_QUEUE`].
+    pub const SAGA_COMMAND_SUBJECT: &str = "levensloop.saga.command";
+    pub const SAGA_COMMAND_QUEUE: &str = "orchestrator";
     /// Metadata on a stored life event: "false" when it starts no saga.
     pub const META_STARTS_SAGA: &str = "levensloop-starts-saga";
     /// Metadata beside [`META_STARTS_SAGA`]: why no saga starts.

@@ -919,6 +919,8 @@ impl SagaState {
                     self.steps[i].escalated = true;
                 }
             }
+            // Audit only: what it led to follows as events of its own.
+            Event::OperatorActed(_) => {}
         }
     }
 
@@ -1114,6 +1116,47 @@ pub fn starts_saga(
     Ok(())
 }
 
+impl Input {
+    /// The audit record of an operator's input; `None` for every other input.
+    fn audit(&self) -> Option<v1::OperatorActed> {
+        let (action, actor, step_id, reason) = match self {
+            Self::RetryStep {
+                step_id,
+                actor,
+                reason,
+                ..
+            } => ("retry-step", actor, step_id.as_str(), reason),
+            Self::SkipStep {
+                step_id,
+                actor,
+                reason,
+                ..
+            } => ("skip-step", actor, step_id.as_str(), reason),
+            Self::Cancel { actor, reason, .. } => ("cancel", actor, "", reason),
+            Self::CompleteHuman {
+                step_id,
+                actor,
+                note,
+                ..
+            } => ("complete-human", actor, step_id.as_str(), note),
+            Self::RejectHuman {
+                step_id,
+                actor,
+                reason,
+                ..
+            } => ("reject-human", actor, step_id.as_str(), reason),
+            Self::Resume { actor, reason, .. } => ("resume", actor, "", reason),
+            _ => return None,
+        };
+        Some(v1::OperatorActed {
+            actor: actor.clone(),
+            action: action.to_owned(),
+            step_id: step_id.to_owned(),
+            reason: reason.clone(),
+        })
+    }
+}
+
 /// Decides what an input means for a saga: the events to store and the commands to run.
 /// The state is not changed; fold the events with [`evolve`] once they are stored.
 pub fn decide(state: &SagaState, input: Input) -> Result<Decision, EngineError> {
@@ -1146,6 +1189,7 @@ pub fn decide(state: &SagaState, input: Input) -> Result<Decision, EngineError> 
             0.0,
         ),
     };
+    let audit = input.audit();
     let mut run = Run {
         s: state.clone(),
         now,
@@ -1156,6 +1200,12 @@ pub fn decide(state: &SagaState, input: Input) -> Result<Decision, EngineError> 
     };
     if let Some(why) = run.handle(input)? {
         return Ok(Decision::nothing(why));
+    }
+    if let Some(acted) = audit {
+        // First, so the timeline reads "who, what, why" before what it led to; it changes no
+        // state, so its place in the fold does not matter.
+        let event = run.envelope(Event::OperatorActed(acted));
+        run.events.insert(0, event);
     }
     Ok(run.finish(before))
 }
@@ -1185,14 +1235,18 @@ impl Run {
         self.s.ctx.definition.clone()
     }
 
-    fn emit(&mut self, event: Event) {
-        let e = v1::SagaEvent {
+    fn envelope(&self, event: Event) -> v1::SagaEvent {
+        v1::SagaEvent {
             saga_id: self.s.ctx.saga_id.to_string(),
             occurred_at: Some(to_timestamp(self.now)),
             causation_id: self.causation.clone(),
             correlation_id: self.s.ctx.life_event_id.clone(),
             event: Some(event),
-        };
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        let e = self.envelope(event);
         self.s.apply(&e);
         self.events.push(e);
     }

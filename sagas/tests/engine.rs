@@ -558,12 +558,25 @@ needs = ["w"]
     assert_eq!(
         summary(&d.events),
         [
+            "OperatorActed",
             "SagaCancelled",
             "StepSkipped(w)",
             "StepCompensationScheduled(a)"
         ]
     );
     assert_eq!(d.events[0].causation_id, "operator:clerk-17");
+    let Some(Event::OperatorActed(acted)) = &d.events[0].event else {
+        panic!("the audit record comes first")
+    };
+    assert_eq!(
+        (
+            acted.actor.as_str(),
+            acted.action.as_str(),
+            acted.step_id.as_str(),
+            acted.reason.as_str()
+        ),
+        ("clerk-17", "cancel", "", "registered in error")
+    );
     assert!(
         d.commands
             .iter()
@@ -598,7 +611,7 @@ fn a_cancel_with_nothing_to_undo_ends_at_once() {
             now: w.now,
         })
         .unwrap();
-    assert_eq!(summary(&d.events), ["SagaCancelled"]);
+    assert_eq!(summary(&d.events), ["OperatorActed", "SagaCancelled"]);
     assert!(
         d.commands
             .iter()
@@ -623,7 +636,11 @@ fn a_completed_saga_can_be_reversed_by_cancelling_it() {
         .unwrap();
     assert_eq!(
         summary(&d.events),
-        ["SagaCancelled", "StepCompensationScheduled(c)"]
+        [
+            "OperatorActed",
+            "SagaCancelled",
+            "StepCompensationScheduled(c)"
+        ]
     );
     w.succeed("c");
     w.succeed("b");
@@ -753,6 +770,7 @@ fn a_human_step_is_completed_by_a_person() {
     assert_eq!(
         summary(&d.events),
         [
+            "OperatorActed",
             "HumanTaskCompleted(hand-over)",
             "StepScheduled(retire)",
             "StepSkipped(destroy)"
@@ -819,7 +837,11 @@ on_timeout = "escalate"
         .unwrap();
     assert_eq!(
         summary(&d.events),
-        ["HumanTaskCompleted(police-check)", "SagaCompleted"]
+        [
+            "OperatorActed",
+            "HumanTaskCompleted(police-check)",
+            "SagaCompleted"
+        ]
     );
 }
 
@@ -868,7 +890,12 @@ needs = ["a"]
         .unwrap();
     assert_eq!(
         summary(&d.events),
-        ["SagaResumed", "StepScheduled(r)", "StepScheduled(b)"]
+        [
+            "OperatorActed",
+            "SagaResumed",
+            "StepScheduled(r)",
+            "StepScheduled(b)"
+        ]
     );
     w.succeed("r");
     w.succeed("b");
@@ -908,7 +935,11 @@ needs = ["b"]
     let d = w.input(retry.clone()).unwrap();
     assert_eq!(
         summary(&d.events),
-        ["StepRetryScheduled(opt)", "StepScheduled(opt)"]
+        [
+            "OperatorActed",
+            "StepRetryScheduled(opt)",
+            "StepScheduled(opt)"
+        ]
     );
     assert_eq!(
         w.current("opt").attempt,
@@ -932,7 +963,7 @@ needs = ["b"]
         .unwrap();
     assert_eq!(
         summary(&d.events),
-        ["StepSkipped(b)", "StepScheduled(c)"],
+        ["OperatorActed", "StepSkipped(b)", "StepScheduled(c)"],
         "a skipped step counts as done"
     );
     let d = w.succeed("a");
@@ -970,7 +1001,7 @@ needs = ["b"]
         .unwrap();
     assert_eq!(
         summary(&d.events),
-        ["StepRetryScheduled(c)", "StepScheduled(c)"]
+        ["OperatorActed", "StepRetryScheduled(c)", "StepScheduled(c)"]
     );
     assert_eq!(
         w.result(completed(&stuck)).unwrap().ignored,
@@ -1010,7 +1041,11 @@ fn an_operator_can_skip_a_compensation_that_cannot_be_done() {
         .unwrap();
     assert_eq!(
         summary(&d.events),
-        ["StepSkipped(c)", "StepCompensationScheduled(b)"]
+        [
+            "OperatorActed",
+            "StepSkipped(c)",
+            "StepCompensationScheduled(b)"
+        ]
     );
     assert_eq!(
         w.state.step("c").unwrap().phase,
@@ -1300,6 +1335,7 @@ fn a_negative_police_check_revokes_the_provisional_actions() {
     assert_eq!(
         summary(&d.events),
         [
+            "OperatorActed",
             "StepFailed(police-check)",
             "StepCompensationScheduled(provisional-parking-card)"
         ]
@@ -1587,7 +1623,10 @@ needs = ["a", "b"]
             now: w.now,
         })
         .unwrap();
-    assert_eq!(summary(&d.events), ["SagaResumed", "StepScheduled(c)"]);
+    assert_eq!(
+        summary(&d.events),
+        ["OperatorActed", "SagaResumed", "StepScheduled(c)"]
+    );
     w.succeed("c");
     assert_eq!(w.state.status(), SagaStatus::Completed);
 

@@ -162,6 +162,15 @@ pub fn line(e: &v1::SagaEvent) -> String {
         }
         Some(Event::SagaFailed(s)) => format!("FAILED       {}", s.reason),
         Some(Event::IncidentRaised(s)) => format!("INCIDENT     {}: {}", s.step_id, s.reason),
+        Some(Event::OperatorActed(s)) if s.step_id.is_empty() => {
+            format!("operator     {} {}: {}", s.actor, s.action, s.reason)
+        }
+        Some(Event::OperatorActed(s)) => {
+            format!(
+                "operator     {} {} {}: {}",
+                s.actor, s.action, s.step_id, s.reason
+            )
+        }
         None => "(empty event)".to_owned(),
     }
 }

@@ -208,6 +208,7 @@ pub fn kind(e: &v1::SagaEvent) -> &'static str {
         Some(Event::SagaCompensated(_)) => "SagaCompensated",
         Some(Event::SagaFailed(_)) => "SagaFailed",
         Some(Event::IncidentRaised(_)) => "IncidentRaised",
+        Some(Event::OperatorActed(_)) => "OperatorActed",
     }
 }
 

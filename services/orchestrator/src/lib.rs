@@ -10,10 +10,13 @@
 //!   [`index`] of running sagas and re-dispatches their pending steps (same task ids) and
 //!   re-arms their timers, so retries and timeouts due while it was down happen after it
 //!   restarts.
+//! - Serves operators' [`commands`] (retry, skip, cancel, complete a human step, resume) on a
+//!   NATS request subject shared by every instance.
 //! - Leaves each handler's queue consumer, with the target system's in-flight limit, to the
 //!   side that delivers to the target (the workers): tasks wait in the stream until then.
 
 pub mod clock;
+pub mod commands;
 pub mod facts;
 pub mod index;
 pub mod io;
@@ -106,7 +109,7 @@ pub async fn start(
     let replicas = config.store.replicas;
     let bus = Bus::new(client.clone(), replicas).await?;
     let catalog = Arc::new(catalog);
-    let index = RunningIndex::open(&async_nats::jetstream::new(client), replicas).await?;
+    let index = RunningIndex::open(&async_nats::jetstream::new(client.clone()), replicas).await?;
     let store: Arc<dyn EventStore> = Arc::new(store);
 
     let shards = config.shards.max(1);
@@ -160,6 +163,7 @@ pub async fn start(
         config.concurrency,
     ));
     tasks.spawn(follow_results(bus, router.clone(), config.concurrency));
+    tasks.spawn(commands::serve(client, router.clone()));
     Ok(RunningOrchestrator {
         router,
         tasks,
