@@ -316,7 +316,7 @@ pub async fn run(
     if table {
         writeln!(
             out,
-            "\n  `levensloop saga show ID` prints a saga's timeline again from the store."
+            "\n  `levensloop saga show ID` prints a saga's timeline (`levensloop timeline ID` from the store alone)."
         )?;
     }
     Ok(())

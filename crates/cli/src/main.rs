@@ -1,10 +1,11 @@
 //! `levensloop`: the command line of Levensloop.
 //!
 //! It runs the demo (sample life events through the gateway, their sagas followed to the end),
-//! shows saga timelines, inspects the store,
-//! publishes life events to the gateway and simulates a registry.
+//! lists, shows, watches and steers sagas through the operations service (like `kubectl`),
+//! inspects the store, publishes life events to the gateway and simulates a registry.
 
 mod demo;
+mod ops;
 mod publish;
 mod render;
 mod saga;
@@ -35,6 +36,9 @@ struct Cli {
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
 
+    #[command(flatten)]
+    connection: ops::Connection,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -56,9 +60,32 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Act as a registry: send realistic life events at a rate, with duplicates and defects.
     Simulate(publish::SimulateArgs),
-    /// Show a saga's timeline.
+    /// List sagas with filters.
     #[command(subcommand)]
-    Saga(saga::Command),
+    Sagas(ops::SagasCommand),
+    /// Show, watch, retry, skip or cancel a saga.
+    #[command(subcommand)]
+    Saga(ops::SagaCommand),
+    /// Sagas that need a person: open incidents.
+    Incidents {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// What the gateway refused, with the reason, newest first.
+    Rejected {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// The handlers integrators registered.
+    Handlers {
+        /// Also the deregistered ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Sagas by status and type; step latency per handler.
+    Stats,
+    /// A saga's timeline read from the store alone (no operations service needed).
+    Timeline { id: uuid::Uuid },
     /// Inspect the event store.
     #[command(subcommand)]
     Store(store::Command),
@@ -75,8 +102,25 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    // Publishing goes through the gateway, not the store.
+    // Publishing goes through the gateway, the operators' commands through the operations
+    // service; the rest reads the store.
+    let query = match &cli.command {
+        Command::Incidents { limit } => Some(ops::Query::Incidents { limit: *limit }),
+        Command::Rejected { limit } => Some(ops::Query::Rejected { limit: *limit }),
+        Command::Handlers { all } => Some(ops::Query::Handlers { all: *all }),
+        Command::Stats => Some(ops::Query::Stats),
+        _ => None,
+    };
+    if let Some(query) = query {
+        return ops::query(&cli.connection, query, cli.output, &mut out).await;
+    }
     match cli.command {
+        Command::Sagas(command) => {
+            return ops::sagas(&cli.connection, command, cli.output, &mut out).await;
+        }
+        Command::Saga(command) => {
+            return ops::saga(&cli.connection, command, cli.output, &mut out).await;
+        }
         Command::Publish(args) => {
             return publish::publish(&cli.nats_url, args, cli.output, &mut out).await;
         }
@@ -91,9 +135,16 @@ async fn main() -> anyhow::Result<()> {
             anyhow::anyhow!("{e}\n  is nats-server running? `infra/just nats-up` starts one")
         })?;
     match cli.command {
-        Command::Publish(_) | Command::Simulate(_) => Ok(()),
+        Command::Publish(_)
+        | Command::Simulate(_)
+        | Command::Sagas(_)
+        | Command::Saga(_)
+        | Command::Incidents { .. }
+        | Command::Rejected { .. }
+        | Command::Handlers { .. }
+        | Command::Stats => Ok(()),
         Command::Demo(args) => demo::run(&store, args, cli.output, &mut out).await,
         Command::Store(command) => store::run(&store, command, cli.output, &mut out).await,
-        Command::Saga(command) => saga::run(&store, command, cli.output, &mut out).await,
+        Command::Timeline { id } => saga::run(&store, id, cli.output, &mut out).await,
     }
 }

@@ -1,4 +1,6 @@
-//! `levensloop saga show ID`: one saga's timeline, read from the store alone.
+//! `levensloop timeline ID`: one saga's timeline, read from the store alone (it works with
+//! nothing but nats-server running); and the one-line rendering of saga events that every
+//! timeline uses.
 
 use crate::Output;
 use crate::render;
@@ -9,22 +11,13 @@ use levensloop_store::{EventStore, ReadFrom, StoreError, StreamName};
 use prost::Message;
 use std::io::Write;
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// Print a saga's timeline: its life event, then every step, retry, wait and outcome.
-    Show {
-        /// The saga id (the UUID every acknowledgement of the life event carries).
-        id: uuid::Uuid,
-    },
-}
-
+/// Prints a saga's timeline: its life event, then every step, retry, wait and outcome.
 pub async fn run(
     store: &dyn EventStore,
-    command: Command,
+    id: uuid::Uuid,
     output: Output,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let Command::Show { id } = command;
     let life = StreamName::new(stored::LIFE_EVENT_CATEGORY, id.to_string())?;
     let life_event = match store.read(&life, ReadFrom::Start).await {
         Ok(slice) => slice
