@@ -278,6 +278,15 @@ pub mod stored {
     /// [`SAGA_COMMAND_QUEUE`].
     pub const SAGA_COMMAND_SUBJECT: &str = "levensloop.saga.command";
     pub const SAGA_COMMAND_QUEUE: &str = "orchestrator";
+    /// The JetStream stream of everything the gateway refused (`levensloop.rejected.<kind>`),
+    /// each message as received with the reason in the `Levensloop-*` headers below.
+    pub const REJECTED_STREAM: &str = "LEVENSLOOP_REJECTED";
+    pub const REJECTED_PREFIX: &str = "levensloop.rejected";
+    pub const HEADER_REASON_CODE: &str = "Levensloop-Reason-Code";
+    pub const HEADER_REASON: &str = "Levensloop-Reason";
+    pub const HEADER_FIELD: &str = "Levensloop-Field";
+    pub const HEADER_VIOLATIONS: &str = "Levensloop-Violations";
+    pub const HEADER_ORIGIN: &str = "Levensloop-Origin";
     /// Metadata on a stored life event: "false" when it starts no saga.
     pub const META_STARTS_SAGA: &str = "levensloop-starts-saga";
     /// Metadata beside [`META_STARTS_SAGA`]: why no saga starts.

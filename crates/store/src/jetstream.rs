@@ -430,6 +430,25 @@ impl EventStore for JetStreamStore {
             messages,
         }))
     }
+
+    async fn unsubscribe(&self, name: &str) -> Result<(), StoreError> {
+        match self.stream.delete_consumer(name).await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::stream::ConsumerErrorKind::JetStream(ref j)
+                        if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::unavailable(
+                format!("delete subscription {name}"),
+                e,
+            )),
+        }
+    }
 }
 
 impl JetStreamStore {

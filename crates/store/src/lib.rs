@@ -215,4 +215,8 @@ pub trait EventStore: Send + Sync + 'static {
         category: &str,
         name: &str,
     ) -> Result<Box<dyn Subscription>, StoreError>;
+
+    /// Forgets the durable subscription `name` and its position (a projection rebuilt from
+    /// the start drops its old one). A name that does not exist is not an error.
+    async fn unsubscribe(&self, name: &str) -> Result<(), StoreError>;
 }

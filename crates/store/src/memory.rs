@@ -206,6 +206,11 @@ impl EventStore for MemoryStore {
             cursor: 0,
         }))
     }
+
+    async fn unsubscribe(&self, name: &str) -> Result<(), StoreError> {
+        self.lock().subscriptions.remove(name);
+        Ok(())
+    }
 }
 
 #[derive(Debug)]

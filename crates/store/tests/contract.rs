@@ -449,6 +449,19 @@ mod suite {
             d.ack().await.unwrap();
         }
         assert_eq!(count, 25);
+
+        // Forgotten, the name starts over from the category's first commit.
+        drop(sub);
+        store.unsubscribe("projection").await.unwrap();
+        store.unsubscribe("never-there").await.unwrap();
+        let mut again = store.subscribe("sub", "projection").await.unwrap();
+        let mut count = 0;
+        while count < 25 {
+            let d = next(&mut again).await;
+            count += d.events.len();
+            d.ack().await.unwrap();
+        }
+        assert_eq!(count, 25, "every commit again after unsubscribe");
     }
 }
 

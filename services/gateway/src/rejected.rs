@@ -13,14 +13,11 @@ use bytes::Bytes;
 use levensloop_store::StoreError;
 use std::time::Duration;
 
-pub const REJECTED_STREAM: &str = "LEVENSLOOP_REJECTED";
-pub const REJECTED_PREFIX: &str = "levensloop.rejected";
-
-pub const HEADER_REASON_CODE: &str = "Levensloop-Reason-Code";
-pub const HEADER_REASON: &str = "Levensloop-Reason";
-pub const HEADER_FIELD: &str = "Levensloop-Field";
-pub const HEADER_VIOLATIONS: &str = "Levensloop-Violations";
-pub const HEADER_ORIGIN: &str = "Levensloop-Origin";
+// Shared with the operations service, which lists the stream.
+pub use levensloop_proto::stored::{
+    HEADER_FIELD, HEADER_ORIGIN, HEADER_REASON, HEADER_REASON_CODE, HEADER_VIOLATIONS,
+    REJECTED_PREFIX, REJECTED_STREAM,
+};
 
 /// Writes refusals to the rejected stream.
 #[derive(Debug, Clone)]
