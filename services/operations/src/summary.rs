@@ -431,6 +431,8 @@ impl SagaRecord {
                 self.fail(at, &r.step_id, "", &r.reason);
                 None
             }
+            // Audit only: what the action led to follows as events of its own.
+            Event::OperatorActed(_) => None,
         }
     }
 

@@ -1,0 +1,317 @@
+//! The operations service against real processes: nats-server, the gateway, the orchestrator,
+//! the workers and `levensloop-operations` (its read model in SQLite).
+//!
+//! What it proves:
+//! - the read model follows the sagas: listing with filters (type, status, handler, person)
+//!   finds exactly the sagas that match, with the INSZ masked for an operator;
+//! - an operator retries a failed optional step: the action is stored in the saga's stream
+//!   with who did it and why, the step runs again and takes effect once;
+//! - an operator cancels a completed saga: what was done is compensated and the saga ends;
+//! - actions that do not fit are refused with the right gRPC code;
+//! - a read model rebuilt from the store alone (`--rebuild`) equals the one it replaces.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use levensloop_gateway::corpus;
+use levensloop_proto::v1::{
+    self, operations_service_client::OperationsServiceClient, saga_event::Event,
+};
+use levensloop_sagas::Catalog;
+use levensloop_testing::ServiceProcess;
+use levensloop_tests::world::{self, TWO_YEARS_S, World};
+use std::time::Duration;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+const PREMIUM: &str = "gemeente.geboortepremie";
+const MAGDA: &str = "magda.household";
+
+fn operations(world: &World, name: &str, database: &str, extra: &[&str]) -> (ServiceProcess, String) {
+    let mut args = vec![
+        "--nats-url",
+        &world.url,
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database,
+    ];
+    args.extend_from_slice(extra);
+    let process = world.service(name, "levensloop-operations", &args, "operations: gRPC on");
+    let url = world::grpc_url(&process, "operations: gRPC on ");
+    (process, url)
+}
+
+async fn client(url: &str) -> OperationsServiceClient<Channel> {
+    OperationsServiceClient::connect(url.to_owned()).await.unwrap()
+}
+
+/// Every saga the filter selects, through all pages of `page_size`.
+async fn list_all(
+    client: &mut OperationsServiceClient<Channel>,
+    filter: v1::SagaFilter,
+    page_size: u32,
+) -> Vec<v1::SagaSummary> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_sagas(v1::ListSagasRequest {
+                filter: Some(filter.clone()),
+                page_size,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.sagas);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Waits on the watch stream until every saga has shown one of `statuses`.
+async fn until_status(
+    changes: &mut tonic::Streaming<v1::SagaSummary>,
+    sagas: &[Uuid],
+    statuses: &[v1::SagaStatus],
+) {
+    let mut pending: Vec<String> = sagas.iter().map(Uuid::to_string).collect();
+    let wanted: Vec<i32> = statuses.iter().map(|s| *s as i32).collect();
+    let waited = tokio::time::timeout(DEADLINE, async {
+        while !pending.is_empty() {
+            let change = changes.message().await.unwrap().expect("the watch goes on");
+            if wanted.contains(&change.status) {
+                pending.retain(|s| *s != change.saga_id);
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "still waiting for {pending:?} to reach {statuses:?}");
+}
+
+fn has_event(detail: &v1::SagaDetail, pick: impl Fn(&Event) -> bool) -> bool {
+    detail
+        .timeline
+        .iter()
+        .any(|t| t.event.as_ref().and_then(|e| e.event.as_ref()).is_some_and(&pick))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_filter_steer_and_rebuild_the_sagas() {
+    let world = World::start("operations").await;
+    world.advance_clock(TWO_YEARS_S).await;
+    let mut watch = world.watch().await;
+    let (_gateway, gateway_url) = world.gateway();
+    let _orchestrator = world.orchestrator();
+    let catalog = Catalog::builtin().unwrap();
+    let mut all_but_premium: Vec<String> = Vec::new();
+    for definition in catalog.definitions() {
+        for h in definition.handlers() {
+            if h != PREMIUM && h != MAGDA && !all_but_premium.iter().any(|x| x == h) {
+                all_but_premium.push(h.to_owned());
+            }
+        }
+    }
+    let birth = catalog.latest("birth").unwrap();
+    assert!(birth.handlers().contains(&PREMIUM) && birth.handlers().contains(&MAGDA));
+    let _workers = world.workers("workers", &["--handlers", &all_but_premium.join(","), "--clerk"]);
+    let _refusing = world.workers(
+        "premium-refuses",
+        &["--handlers", PREMIUM, "--handler-config", &format!("{PREMIUM}:permanent=1")],
+    );
+    let mut magda_down = world.workers(
+        "magda-down",
+        &["--handlers", MAGDA, "--handler-config", &format!("{MAGDA}:transient=1")],
+    );
+    let database = format!("sqlite:{}", world.logs.path().join("operations.db").display());
+    let (mut operations_process, url) = operations(&world, "operations", &database, &[]);
+    let mut ops = client(&url).await;
+    let mut changes = ops
+        .watch_sagas(v1::WatchSagasRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A birth in Gent (its optional premium refused for good) and a death.
+    let birth = corpus::valid_birth();
+    let death = corpus::valid_death();
+    let answers = world::publish(&gateway_url, &[birth.clone(), death.clone()]).await;
+    let sagas: Vec<Uuid> = answers
+        .iter()
+        .map(|a| Uuid::parse_str(&a.saga_id).unwrap())
+        .collect();
+    let (birth_saga, death_saga) = (sagas[0], sagas[1]);
+
+    // MAGDA is down: the birth's household step waits for its retry. An operator retries it
+    // now; the action is stored with who did it and why, and a new attempt is scheduled.
+    watch
+        .until(DEADLINE, |w| {
+            (!w.has(birth_saga, |e| matches!(e, Event::StepRetryScheduled(r) if r.step_id == "household")))
+                .then(|| ("the household step's retry".to_owned(), vec![birth_saga]))
+        })
+        .await;
+    let retried = ops
+        .retry_step(v1::RetryStepRequest {
+            saga_id: birth_saga.to_string(),
+            step_id: "household".to_owned(),
+            reason: "MAGDA confirmed the outage is over".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let audit = retried
+        .timeline
+        .iter()
+        .position(|t| matches!(t.event.as_ref().and_then(|e| e.event.as_ref()),
+            Some(Event::OperatorActed(a)) if a.actor == "local" && a.action == "retry-step"
+                && a.step_id == "household" && a.reason == "MAGDA confirmed the outage is over"))
+        .expect("the retry is audited in the timeline");
+    assert!(
+        retried.timeline[audit..].iter().any(|t| matches!(
+            t.event.as_ref().and_then(|e| e.event.as_ref()),
+            Some(Event::StepScheduled(s)) if s.step_id == "household"
+        )),
+        "a new attempt follows the action: {retried:#?}"
+    );
+    tokio::task::block_in_place(|| magda_down.terminate()).unwrap();
+    let _magda_back = world.workers("magda-back", &["--handlers", MAGDA]);
+    until_status(&mut changes, &sagas, &[v1::SagaStatus::Completed]).await;
+
+    // Filters find exactly what matches; an operator sees the INSZ masked.
+    let births = list_all(
+        &mut ops,
+        v1::SagaFilter {
+            types: vec![v1::LifeEventType::Birth as i32],
+            ..Default::default()
+        },
+        1,
+    )
+    .await;
+    assert_eq!(births.len(), 1);
+    assert_eq!(births[0].saga_id, birth_saga.to_string());
+    assert_eq!(births[0].status, v1::SagaStatus::Completed as i32);
+    assert!(births[0].person_insz.ends_with("-***.**"), "{births:?}");
+    let with_premium = list_all(
+        &mut ops,
+        v1::SagaFilter {
+            handler: PREMIUM.to_owned(),
+            ..Default::default()
+        },
+        10,
+    )
+    .await;
+    assert_eq!(
+        with_premium.iter().map(|s| s.saga_id.clone()).collect::<Vec<_>>(),
+        [birth_saga.to_string()]
+    );
+    let everything = list_all(&mut ops, v1::SagaFilter::default(), 1).await;
+    assert_eq!(everything.len(), 2, "two sagas, one per page: {everything:?}");
+    let bad = ops
+        .list_sagas(v1::ListSagasRequest {
+            filter: Some(v1::SagaFilter {
+                person_insz: "123".to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    // The premium failed for good (optional: the saga completed).
+    let detail = ops
+        .get_saga(v1::GetSagaRequest {
+            saga_id: birth_saga.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let premium = detail
+        .steps
+        .iter()
+        .find(|s| s.handler == PREMIUM)
+        .expect("the premium step");
+    assert_eq!(premium.status, v1::StepStatus::Failed as i32, "{detail:#?}");
+    let premium_step = premium.step_id.clone();
+    let refused = ops
+        .retry_step(v1::RetryStepRequest {
+            saga_id: birth_saga.to_string(),
+            step_id: premium_step.clone(),
+            reason: "the premium service is back".to_owned(),
+            ..Default::default()
+        })
+        .await;
+    // A completed saga's step is not retried: the saga has ended.
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+
+    // Cancel the completed death saga: what it did is undone, and the action is audited.
+    let cancelled = ops
+        .cancel_saga(v1::CancelSagaRequest {
+            saga_id: death_saga.to_string(),
+            reason: "death registered in error".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        has_event(&cancelled, |e| matches!(e, Event::OperatorActed(a)
+            if a.actor == "local" && a.action == "cancel" && a.reason == "death registered in error")),
+        "{cancelled:#?}"
+    );
+    assert!(has_event(&cancelled, |e| matches!(e, Event::SagaCancelled(_))));
+    until_status(&mut changes, &[death_saga], &[v1::SagaStatus::Cancelled]).await;
+    watch
+        .until(DEADLINE, |w| {
+            (!w.has(death_saga, |e| matches!(e, Event::SagaCompensated(_))))
+                .then(|| ("the cancelled saga's end".to_owned(), vec![death_saga]))
+        })
+        .await;
+
+    // Actions that do not fit are refused precisely.
+    let unknown = ops
+        .skip_step(v1::SkipStepRequest {
+            saga_id: Uuid::new_v4().to_string(),
+            step_id: "x".to_owned(),
+            reason: "why".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    let no_reason = ops
+        .cancel_saga(v1::CancelSagaRequest {
+            saga_id: birth_saga.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_reason.code(), tonic::Code::InvalidArgument, "{no_reason:?}");
+    let not_a_uuid = ops
+        .get_saga(v1::GetSagaRequest {
+            saga_id: "nope".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_a_uuid.code(), tonic::Code::InvalidArgument);
+
+    // Rebuilt from the store alone, the read model equals the one it replaces.
+    let before = list_all(&mut ops, v1::SagaFilter::default(), 50).await;
+    let stats_before = ops.stats(v1::StatsRequest {}).await.unwrap().into_inner();
+    tokio::task::block_in_place(|| operations_process.terminate()).unwrap();
+    let (rebuilt, rebuilt_url) = operations(&world, "operations-rebuilt", &database, &["--rebuild"]);
+    assert!(
+        rebuilt.wait_for_line("read model caught up", DEADLINE),
+        "the rebuilt read model catches up"
+    );
+    let mut again = client(&rebuilt_url).await;
+    let after = list_all(&mut again, v1::SagaFilter::default(), 50).await;
+    assert_eq!(after, before);
+    let stats_after = again.stats(v1::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats_after.by_status, stats_before.by_status);
+}
