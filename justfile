@@ -10,6 +10,7 @@ nats_port := env_var_or_default("LEVENSLOOP_NATS_PORT", "14222")
 nats_url := "nats://127.0.0.1:" + nats_port
 gateway_addr := env_var_or_default("LEVENSLOOP_GATEWAY_GRPC", "127.0.0.1:50051")
 handlers_addr := env_var_or_default("LEVENSLOOP_HANDLERS_GRPC", "127.0.0.1:50052")
+operations_addr := env_var_or_default("LEVENSLOOP_OPERATIONS_GRPC", "127.0.0.1:50053")
 
 # List the recipes.
 default:
@@ -46,11 +47,11 @@ nats-down:
 # workers; publish a birth, a death, a move and a driving exam and watch their sagas run to
 # completion; then act as a registry for a few seconds and show what the simulated target
 # systems did.
-up: nats-up build gateway-up handlers-up orchestrator-up workers-up integrator-up demo simulate effects
+up: nats-up build gateway-up handlers-up orchestrator-up workers-up integrator-up operations-up demo simulate effects sagas
 
 # Build the release binaries once (the gateway, the `levensloop` command line).
 build:
-    cargo build --release --quiet -p levensloop-gateway -p levensloop-handlers -p levensloop-orchestrator -p levensloop-workers -p levensloop-cli -p library-integrator
+    cargo build --release --quiet -p levensloop-gateway -p levensloop-handlers -p levensloop-orchestrator -p levensloop-workers -p levensloop-operations -p levensloop-cli -p library-integrator
 
 # Start the ingest gateway in the background (gRPC on 127.0.0.1:50051, NATS on the local
 # server); its log is .data/gateway.log.
@@ -84,6 +85,17 @@ orchestrator-up: nats-up build
 workers-up: nats-up build
     @bash infra/service.sh start workers "workers: serving" target/release/levensloop-workers --nats-url {{nats_url}} --clerk
 
+# Start the operations service (read model in .data/operations.db, OperationsService on
+# {{operations_addr}}) in the background; its log is .data/operations.log.
+operations-up: nats-up build
+    @bash infra/service.sh start operations "operations: gRPC on" target/release/levensloop-operations --nats-url {{nats_url}} --grpc-addr {{operations_addr}} --database-url sqlite:.data/operations.db
+
+# The operators' view: the latest sagas and the counts by status and type.
+sagas:
+    @target/release/levensloop --operations-url http://{{operations_addr}} sagas list --limit 10
+    @echo
+    @target/release/levensloop --operations-url http://{{operations_addr}} stats
+
 # What the simulated target systems did: effects recorded per handler, once per idempotency key.
 effects:
     @echo "effects recorded by the workers (per handler):"
@@ -92,6 +104,7 @@ effects:
 
 # Stop the services and nats-server.
 down:
+    @bash infra/service.sh stop operations
     @bash infra/service.sh stop library-integrator
     @bash infra/service.sh stop workers
     @bash infra/service.sh stop orchestrator

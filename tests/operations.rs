@@ -27,7 +27,12 @@ const DEADLINE: Duration = Duration::from_secs(90);
 const PREMIUM: &str = "gemeente.geboortepremie";
 const MAGDA: &str = "magda.household";
 
-fn operations(world: &World, name: &str, database: &str, extra: &[&str]) -> (ServiceProcess, String) {
+fn operations(
+    world: &World,
+    name: &str,
+    database: &str,
+    extra: &[&str],
+) -> (ServiceProcess, String) {
     let mut args = vec![
         "--nats-url",
         &world.url,
@@ -43,7 +48,9 @@ fn operations(world: &World, name: &str, database: &str, extra: &[&str]) -> (Ser
 }
 
 async fn client(url: &str) -> OperationsServiceClient<Channel> {
-    OperationsServiceClient::connect(url.to_owned()).await.unwrap()
+    OperationsServiceClient::connect(url.to_owned())
+        .await
+        .unwrap()
 }
 
 /// Every saga the filter selects, through all pages of `page_size`.
@@ -89,14 +96,19 @@ async fn until_status(
         }
     })
     .await;
-    assert!(waited.is_ok(), "still waiting for {pending:?} to reach {statuses:?}");
+    assert!(
+        waited.is_ok(),
+        "still waiting for {pending:?} to reach {statuses:?}"
+    );
 }
 
 fn has_event(detail: &v1::SagaDetail, pick: impl Fn(&Event) -> bool) -> bool {
-    detail
-        .timeline
-        .iter()
-        .any(|t| t.event.as_ref().and_then(|e| e.event.as_ref()).is_some_and(&pick))
+    detail.timeline.iter().any(|t| {
+        t.event
+            .as_ref()
+            .and_then(|e| e.event.as_ref())
+            .is_some_and(&pick)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,16 +129,32 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
     }
     let birth = catalog.latest("birth").unwrap();
     assert!(birth.handlers().contains(&PREMIUM) && birth.handlers().contains(&MAGDA));
-    let _workers = world.workers("workers", &["--handlers", &all_but_premium.join(","), "--clerk"]);
+    let _workers = world.workers(
+        "workers",
+        &["--handlers", &all_but_premium.join(","), "--clerk"],
+    );
     let _refusing = world.workers(
         "premium-refuses",
-        &["--handlers", PREMIUM, "--handler-config", &format!("{PREMIUM}:permanent=1")],
+        &[
+            "--handlers",
+            PREMIUM,
+            "--handler-config",
+            &format!("{PREMIUM}:permanent=1"),
+        ],
     );
     let mut magda_down = world.workers(
         "magda-down",
-        &["--handlers", MAGDA, "--handler-config", &format!("{MAGDA}:transient=1")],
+        &[
+            "--handlers",
+            MAGDA,
+            "--handler-config",
+            &format!("{MAGDA}:transient=1"),
+        ],
     );
-    let database = format!("sqlite:{}", world.logs.path().join("operations.db").display());
+    let database = format!(
+        "sqlite:{}",
+        world.logs.path().join("operations.db").display()
+    );
     let (mut operations_process, url) = operations(&world, "operations", &database, &[]);
     let mut ops = client(&url).await;
     let mut changes = ops
@@ -149,8 +177,11 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
     // now; the action is stored with who did it and why, and a new attempt is scheduled.
     watch
         .until(DEADLINE, |w| {
-            (!w.has(birth_saga, |e| matches!(e, Event::StepRetryScheduled(r) if r.step_id == "household")))
-                .then(|| ("the household step's retry".to_owned(), vec![birth_saga]))
+            (!w.has(
+                birth_saga,
+                |e| matches!(e, Event::StepRetryScheduled(r) if r.step_id == "household"),
+            ))
+            .then(|| ("the household step's retry".to_owned(), vec![birth_saga]))
         })
         .await;
     let retried = ops
@@ -166,9 +197,11 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
     let audit = retried
         .timeline
         .iter()
-        .position(|t| matches!(t.event.as_ref().and_then(|e| e.event.as_ref()),
+        .position(|t| {
+            matches!(t.event.as_ref().and_then(|e| e.event.as_ref()),
             Some(Event::OperatorActed(a)) if a.actor == "local" && a.action == "retry-step"
-                && a.step_id == "household" && a.reason == "MAGDA confirmed the outage is over"))
+                && a.step_id == "household" && a.reason == "MAGDA confirmed the outage is over")
+        })
         .expect("the retry is audited in the timeline");
     assert!(
         retried.timeline[audit..].iter().any(|t| matches!(
@@ -205,11 +238,18 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
     )
     .await;
     assert_eq!(
-        with_premium.iter().map(|s| s.saga_id.clone()).collect::<Vec<_>>(),
+        with_premium
+            .iter()
+            .map(|s| s.saga_id.clone())
+            .collect::<Vec<_>>(),
         [birth_saga.to_string()]
     );
     let everything = list_all(&mut ops, v1::SagaFilter::default(), 1).await;
-    assert_eq!(everything.len(), 2, "two sagas, one per page: {everything:?}");
+    assert_eq!(
+        everything.len(),
+        2,
+        "two sagas, one per page: {everything:?}"
+    );
     let bad = ops
         .list_sagas(v1::ListSagasRequest {
             filter: Some(v1::SagaFilter {
@@ -247,7 +287,11 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
         .await;
     // A completed saga's step is not retried: the saga has ended.
     let refused = refused.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
 
     // Cancel the completed death saga: what it did is undone, and the action is audited.
     let cancelled = ops
@@ -264,7 +308,10 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
             if a.actor == "local" && a.action == "cancel" && a.reason == "death registered in error")),
         "{cancelled:#?}"
     );
-    assert!(has_event(&cancelled, |e| matches!(e, Event::SagaCancelled(_))));
+    assert!(has_event(&cancelled, |e| matches!(
+        e,
+        Event::SagaCancelled(_)
+    )));
     until_status(&mut changes, &[death_saga], &[v1::SagaStatus::Cancelled]).await;
     watch
         .until(DEADLINE, |w| {
@@ -291,7 +338,11 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
         })
         .await
         .unwrap_err();
-    assert_eq!(no_reason.code(), tonic::Code::InvalidArgument, "{no_reason:?}");
+    assert_eq!(
+        no_reason.code(),
+        tonic::Code::InvalidArgument,
+        "{no_reason:?}"
+    );
     let not_a_uuid = ops
         .get_saga(v1::GetSagaRequest {
             saga_id: "nope".to_owned(),
@@ -304,7 +355,8 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
     let before = list_all(&mut ops, v1::SagaFilter::default(), 50).await;
     let stats_before = ops.stats(v1::StatsRequest {}).await.unwrap().into_inner();
     tokio::task::block_in_place(|| operations_process.terminate()).unwrap();
-    let (rebuilt, rebuilt_url) = operations(&world, "operations-rebuilt", &database, &["--rebuild"]);
+    let (rebuilt, rebuilt_url) =
+        operations(&world, "operations-rebuilt", &database, &["--rebuild"]);
     assert!(
         rebuilt.wait_for_line("read model caught up", DEADLINE),
         "the rebuilt read model catches up"

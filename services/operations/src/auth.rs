@@ -213,7 +213,11 @@ token_sha256 = "1B4F0E9851971998E732078544C96B36C3D01CEDF7CAA332359D6F1D83567014
             "operator \"x\": token_sha256 must be 64 hex digits"
         );
         let role = FILE.replace("\"viewer\"", "\"admin\"");
-        assert!(Operators::parse(&role).unwrap_err().contains("unknown variant `admin`"));
+        assert!(
+            Operators::parse(&role)
+                .unwrap_err()
+                .contains("unknown variant `admin`")
+        );
         let shared = FILE.replace(
             "1B4F0E9851971998E732078544C96B36C3D01CEDF7CAA332359D6F1D83567014",
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",

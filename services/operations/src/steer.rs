@@ -29,7 +29,10 @@ impl Steering {
         Self { client, timeout }
     }
 
-    pub async fn send(&self, command: &v1::SagaCommand) -> Result<v1::SagaCommandReply, SteerError> {
+    pub async fn send(
+        &self,
+        command: &v1::SagaCommand,
+    ) -> Result<v1::SagaCommandReply, SteerError> {
         let request = async_nats::Request::new()
             .payload(command.encode_to_vec().into())
             .timeout(Some(self.timeout));
