@@ -46,7 +46,8 @@ struct Args {
     /// to local callers as the `local` operator.
     #[arg(long, env = "LEVENSLOOP_OPERATORS")]
     operators: Option<PathBuf>,
-    /// Serve only: another instance on the same database runs the projection.
+    /// Serve only, never project (on PostgreSQL, instances that do project elect one projector
+    /// among themselves).
     #[arg(long)]
     no_projection: bool,
     /// Empty the read model and rebuild it from the store before serving.

@@ -50,6 +50,17 @@ pub async fn run(
     model: Arc<ReadModel>,
     announce: Option<async_nats::Client>,
 ) {
+    // One projector per database; the others wait here, ready to take over.
+    let _lock = loop {
+        match model.projector_lock().await {
+            Ok(lock) => break lock,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the projector lock; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tracing::info!("projecting the saga events into the read model");
     loop {
         if let Err(e) = follow(&*store, &model, announce.as_ref()).await {
             tracing::warn!(error = %e, "projection interrupted; resuming");
