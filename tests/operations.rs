@@ -367,3 +367,114 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
     let stats_after = again.stats(v1::StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats_after.by_status, stats_before.by_status);
 }
+
+/// Runs the `levensloop` command line against the operations service; its standard output.
+fn cli(operations_url: &str, args: &[&str]) -> String {
+    let program = levensloop_testing::workspace_binary("levensloop").unwrap();
+    let output = std::process::Command::new(program)
+        .arg("--operations-url")
+        .arg(operations_url)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "levensloop {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The command line's output for a known scenario — a birth in Gent, a death, and a birth
+/// the gateway refuses — as snapshots. Times vary between runs and are blanked; a timeline's
+/// order of parallel steps varies too, so the snapshot of `saga show` keeps its summary and
+/// steps and the timeline is checked as a set of lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_like_kubectl_for_a_known_scenario() {
+    let world = World::start("operations-cli").await;
+    world.advance_clock(TWO_YEARS_S).await;
+    let (_gateway, gateway_url) = world.gateway();
+    let _orchestrator = world.orchestrator();
+    let _workers = world.workers("workers", &["--clerk"]);
+    let database = format!(
+        "sqlite:{}",
+        world.logs.path().join("operations.db").display()
+    );
+    let (_operations, url) = operations(&world, "operations", &database, &[]);
+    let mut ops = client(&url).await;
+    let mut changes = ops
+        .watch_sagas(v1::WatchSagasRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut broken = corpus::valid_birth();
+    broken.id = "dabs-birth-broken-insz".to_owned();
+    broken.subject = "85073003329".to_owned(); // the check digits do not match
+    let answers = world::publish(
+        &gateway_url,
+        &[corpus::valid_birth(), corpus::valid_death(), broken],
+    )
+    .await;
+    assert!(
+        answers[2].saga_id.is_empty(),
+        "the broken birth is refused: {:?}",
+        answers[2]
+    );
+    let sagas: Vec<Uuid> = answers[..2]
+        .iter()
+        .map(|a| Uuid::parse_str(&a.saga_id).unwrap())
+        .collect();
+    until_status(&mut changes, &sagas, &[v1::SagaStatus::Completed]).await;
+
+    let blank_times = vec![
+        (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?", "[time]"),
+        // A handler's latencies: the row keeps its name, the figures vary.
+        (
+            r"(?m)^(\S+)\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d$",
+            "$1  [p50 p95 p99]",
+        ),
+    ];
+    insta::with_settings!({ filters => blank_times.clone() }, {
+        insta::assert_snapshot!("sagas_list_births", cli(&url, &["sagas", "list", "--type", "birth"]));
+        insta::assert_snapshot!("sagas_list_completed_in_gent", cli(&url, &["sagas", "list", "--status", "completed", "--municipality", "44021"]));
+        insta::assert_snapshot!("incidents", cli(&url, &["incidents"]));
+        insta::assert_snapshot!("rejected", cli(&url, &["rejected"]));
+        insta::assert_snapshot!("stats", cli(&url, &["stats"]));
+    });
+
+    let shown = cli(&url, &["saga", "show", &sagas[0].to_string()]);
+    let (head, timeline) = shown
+        .split_once("\nTimeline\n")
+        .expect("a timeline section");
+    insta::with_settings!({ filters => blank_times }, {
+        insta::assert_snapshot!("saga_show_birth", head);
+    });
+    // Every stored event is a line of the timeline, in the store's order.
+    let events = world.saga_events(sagas[0]).await;
+    let lines: Vec<&str> = timeline.lines().collect();
+    assert_eq!(lines.len(), events.len(), "{timeline}");
+    for (line, event) in lines.iter().zip(&events) {
+        assert!(
+            line.ends_with(&levensloop_cli::timeline::line(event)),
+            "{line} ≠ {event:?}"
+        );
+    }
+
+    // `-o json` is one document per line, for scripts.
+    let json = cli(&url, &["-o", "json", "sagas", "list"]);
+    let ids: Vec<String> = json
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["saga_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut expected: Vec<String> = sagas.iter().map(Uuid::to_string).collect();
+    let mut got = ids.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+}
