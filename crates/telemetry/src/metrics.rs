@@ -219,7 +219,9 @@ impl GatewayMetrics {
 
     /// An input was refused for `reason` (its code).
     pub fn rejected(&self, reason: &'static str, door: &'static str) {
-        self.rejected.get_or_create(&ReasonDoor { reason, door }).inc();
+        self.rejected
+            .get_or_create(&ReasonDoor { reason, door })
+            .inc();
     }
 }
 
@@ -552,7 +554,10 @@ pub async fn serve(addr: SocketAddr, service: Service) -> std::io::Result<Metric
 }
 
 /// Serves a registry on `http://<addr>/metrics`.
-pub async fn serve_registry(addr: SocketAddr, registry: Registry) -> std::io::Result<MetricsServer> {
+pub async fn serve_registry(
+    addr: SocketAddr,
+    registry: Registry,
+) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let registry = Arc::new(registry);
@@ -601,7 +606,12 @@ mod tests {
         }
         gateway().rejected("INSZ_CHECK_DIGITS", "nats");
         let text = encode(&Service::Gateway.registry());
-        assert!(text.contains("levensloop_inputs_rejected_total{reason=\"INSZ_CHECK_DIGITS\",door=\"nats\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "levensloop_inputs_rejected_total{reason=\"INSZ_CHECK_DIGITS\",door=\"nats\"} 1"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("sagas_started"), "{text}");
     }
 }

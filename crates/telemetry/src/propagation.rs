@@ -5,7 +5,7 @@
 //! Every function is a no-op unless spans are exported ([`crate::enabled`]): without an OTLP
 //! endpoint nothing is read, written or allocated.
 
-use opentelemetry::Context;
+pub use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -114,10 +114,7 @@ pub fn set_parent_fields(span: &tracing::Span, traceparent: &str, tracestate: &s
     if !crate::enabled() || traceparent.is_empty() {
         return;
     }
-    set_parent(
-        span,
-        TraceFields::new(traceparent, tracestate).context(),
-    );
+    set_parent(span, TraceFields::new(traceparent, tracestate).context());
 }
 
 // ---------------------------------------------------------------------------------------------
