@@ -634,13 +634,17 @@ impl Shard {
                             v1::TaskCompleted::default(),
                         )),
                     };
+                    let span = trace::own_answer_span(saga, &task.step_id);
                     self.shared.router.send(
                         saga,
-                        Msg::Input {
-                            saga,
-                            input: SagaInput::TaskResult(result),
-                            done: None,
-                        },
+                        trace::traced(
+                            Msg::Input {
+                                saga,
+                                input: SagaInput::TaskResult(result),
+                                done: None,
+                            },
+                            span,
+                        ),
                     );
                 }
                 Command::ScheduleTimer(timer) => {

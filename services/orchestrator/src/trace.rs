@@ -97,6 +97,14 @@ pub fn start_span(saga: uuid::Uuid, metadata: &BTreeMap<String, String>) -> Span
     span
 }
 
+/// The span of an answer a saga gives itself (its settle step's), a child of the current span.
+pub fn own_answer_span(saga: uuid::Uuid, step: &str) -> Span {
+    if !levensloop_telemetry::enabled() {
+        return Span::none();
+    }
+    tracing::info_span!("orchestrator.own-answer", %saga, step)
+}
+
 /// The span of handling a result, continuing the handler's trace from the message headers.
 pub fn result_span(message: &async_nats::jetstream::Message, result: &v1::TaskResult) -> Span {
     if !levensloop_telemetry::enabled() {
