@@ -536,7 +536,7 @@ fn services_in(spans: &[ReceivedSpan], trace_id: &str) -> BTreeSet<String> {
 }
 
 /// The workers' spans of a saga's tasks (their idempotency key starts with the saga id).
-fn task_spans<'a>(spans: &'a [ReceivedSpan], saga: Uuid) -> Vec<&'a ReceivedSpan> {
+fn task_spans(spans: &[ReceivedSpan], saga: Uuid) -> Vec<&ReceivedSpan> {
     let prefix = format!("{saga}/");
     spans
         .iter()
