@@ -614,4 +614,79 @@ mod tests {
         );
         assert!(!text.contains("sagas_started"), "{text}");
     }
+
+    /// Every metric the Grafana dashboard and the README name exists.
+    #[test]
+    fn the_dashboard_names_only_metrics_that_exist() {
+        let label: Value = Cow::Borrowed("dashboard-check");
+        let handler = "dashboard.check";
+        store().append("dashboard-check", Duration::ZERO);
+        gateway().accepted("dashboard-check", "grpc", false);
+        gateway().accepted("dashboard-check", "grpc", true);
+        gateway().rejected("DASHBOARD_CHECK", "grpc");
+        let o = orchestrator();
+        o.saga_started(label.clone());
+        o.saga_ended(label, "completed");
+        o.step_finished(handler, Duration::ZERO);
+        o.step_retry(handler);
+        o.step_failed(handler, "retryable");
+        o.queue(handler, 0, 0);
+        workers().task(handler, "completed");
+        workers().effect(handler, true);
+        workers().effect(handler, false);
+        handlers().delivered(handler, "webhook", "completed");
+        handlers().worker_connected(handler, 0);
+        let exposed: std::collections::BTreeSet<String> = [
+            Service::Gateway,
+            Service::Orchestrator,
+            Service::Workers,
+            Service::Handlers,
+        ]
+        .into_iter()
+        .flat_map(|s| {
+            encode(&s.registry())
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+        let readme = include_str!("../../../README.md");
+        let observability = readme
+            .split("\n## Observability")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap_or_default();
+        let table: String = include_str!("metrics.rs")
+            .lines()
+            .filter(|l| l.starts_with("//! | `"))
+            .collect();
+        for (what, text) in [
+            (
+                "infra/grafana/levensloop.json",
+                include_str!("../../../infra/grafana/levensloop.json"),
+            ),
+            ("the README's Observability section", observability),
+            ("the table of this module", table.as_str()),
+        ] {
+            let mut named = 0;
+            for (i, _) in text.match_indices("levensloop_") {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                // The prefix alone, and crate paths (`levensloop_telemetry::metrics`), are not
+                // metrics.
+                if name == "levensloop_" || text[i + name.len()..].starts_with("::") {
+                    continue;
+                }
+                named += 1;
+                assert!(
+                    exposed.contains(&name) || exposed.contains(&format!("{name}_bucket")),
+                    "{what} names {name}, which no service exposes: {exposed:?}"
+                );
+            }
+            assert!(named > 5, "{what} names metrics");
+        }
+    }
 }
