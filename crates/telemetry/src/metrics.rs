@@ -3,8 +3,8 @@
 //!
 //! Every name starts with `levensloop_`; counters end in `_total`, durations are histograms in
 //! seconds. The families are process-wide ([`gateway`], [`orchestrator`], [`workers`],
-//! [`handlers`], [`store`]): a service records into them with one label lookup (no lock is
-//! held beyond the family's read lock, no allocation for static label values), and
+//! [`handlers`], [`store`]): a service records into them with one label lookup (the family's
+//! shared read lock; no allocation for static label values, one for a handler's name), and
 //! [`serve`] exposes those of one [`Service`].
 //!
 //! | metric | labels | service |
