@@ -211,3 +211,99 @@ pub async fn sample_queues(bus: Bus) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use levensloop_sagas::{Catalog, Command, Input, decide};
+    use levensloop_telemetry::metrics::{Service, encode};
+
+    /// The value of one sample of the orchestrator's metrics, 0 when absent.
+    fn sample(series: &str) -> f64 {
+        encode(&Service::Orchestrator.registry())
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    fn completed(task: &v1::Task) -> v1::TaskResult {
+        v1::TaskResult {
+            task_id: task.task_id.clone(),
+            idempotency_key: task.idempotency_key.clone(),
+            attempt: task.attempt,
+            outcome: Some(v1::task_result::Outcome::Completed(
+                v1::TaskCompleted::default(),
+            )),
+        }
+    }
+
+    #[test]
+    fn a_step_is_timed_from_its_schedule_to_its_result_on_the_sagas_clock() {
+        let catalog = Catalog::builtin().unwrap();
+        let event = levensloop_gateway::corpus::valid_driving_exam();
+        let definition = catalog
+            .for_kind(LifeEventKind::of(&event).unwrap())
+            .unwrap();
+        let t0 = chrono::Utc::now();
+        let (mut state, decision) =
+            Catalog::start_under(definition, &event, Default::default(), t0).unwrap();
+        let started = sample("levensloop_sagas_started_total{type=\"driving-exam-passed\"}");
+        for e in &decision.events {
+            state.apply(e);
+        }
+        let mut clock = StepClock::new(&state);
+        record(&state, SagaStatus::NotStarted, &mut clock, &decision.events);
+        assert_eq!(
+            sample("levensloop_sagas_started_total{type=\"driving-exam-passed\"}"),
+            started + 1.0
+        );
+
+        let task = decision
+            .commands
+            .iter()
+            .find_map(|c| match c {
+                Command::DispatchTask(t) => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let series = format!(
+            "levensloop_step_duration_seconds_sum{{handler=\"{}\"}}",
+            task.handler
+        );
+        let count = series.replace("_sum", "_count");
+        let (sum_before, count_before) = (sample(&series), sample(&count));
+        // The answer comes 2.5 s later on the sagas' clock.
+        let answer = decide(
+            &state,
+            Input::TaskResult {
+                result: completed(&task),
+                now: t0 + chrono::Duration::milliseconds(2_500),
+                jitter: 0.0,
+            },
+        )
+        .unwrap();
+        let before = state.status();
+        for e in &answer.events {
+            state.apply(e);
+        }
+        record(&state, before, &mut clock, &answer.events);
+        assert_eq!(sample(&count), count_before + 1.0);
+        assert!((sample(&series) - sum_before - 2.5).abs() < 1e-6);
+
+        // A saga loaded from the store has nothing running for that step any more: a late
+        // duplicate of the answer is not timed again.
+        let events: Vec<v1::SagaEvent> = decision
+            .events
+            .iter()
+            .chain(&answer.events)
+            .cloned()
+            .collect();
+        let mut rebuilt = StepClock::rebuild(&state, &events);
+        let duplicate = v1::SagaEvent {
+            occurred_at: answer.events[0].occurred_at,
+            event: answer.events[0].event.clone(),
+            ..v1::SagaEvent::default()
+        };
+        assert_eq!(rebuilt.note(&state, &duplicate), None);
+    }
+}
