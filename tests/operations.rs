@@ -417,6 +417,30 @@ async fn operators_see_filter_steer_and_rebuild_the_sagas() {
         .unwrap_err();
     assert_eq!(not_a_uuid.code(), tonic::Code::InvalidArgument);
 
+    // The service counts what operators did and how far its read model got.
+    let metrics = reqwest::get(world::metrics_url(&operations_process, "operations"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"levensloop_operator_actions_total{action="retry-step",outcome="applied"} 1"#,
+        r#"levensloop_operator_actions_total{action="skip-step",outcome="applied"} 1"#,
+        r#"levensloop_operator_actions_total{action="cancel",outcome="applied"} 1"#,
+        r#"levensloop_operator_actions_total{action="retry-step",outcome="not_allowed"} 1"#,
+        r#"levensloop_operator_actions_total{action="skip-step",outcome="not_found"} 1"#,
+        r#"levensloop_operator_actions_total{action="cancel",outcome="invalid"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let applied: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("levensloop_readmodel_commits_applied_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("commits applied");
+    assert!(applied >= 3, "at least a commit per saga: {applied}");
+
     // Rebuilt from the store alone, the read model equals the one it replaces.
     let before = list_all(&mut ops, v1::SagaFilter::default(), 50).await;
     let stats_before = ops.stats(v1::StatsRequest {}).await.unwrap().into_inner();

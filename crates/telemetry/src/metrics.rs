@@ -26,6 +26,10 @@
 //! | `levensloop_worker_effects_duplicate_total` | `handler` | workers |
 //! | `levensloop_handler_tasks_delivered_total` | `handler`, `via`, `outcome` | handlers |
 //! | `levensloop_handler_workers_connected` | `handler` | handlers |
+//! | `levensloop_readmodel_commits_applied_total` | | operations |
+//! | `levensloop_readmodel_batch_duration_seconds` | | operations |
+//! | `levensloop_readmodel_lag_commits` | | operations |
+//! | `levensloop_operator_actions_total` | `action`, `outcome` | operations |
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -107,6 +111,12 @@ pub struct HandlerOutcome {
 pub struct Delivery {
     pub handler: String,
     pub via: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionOutcome {
+    pub action: &'static str,
     pub outcome: &'static str,
 }
 
@@ -444,11 +454,69 @@ impl HandlersMetrics {
     }
 }
 
+/// The operations service: its read model's projection and the operators' actions.
+#[derive(Debug)]
+pub struct OperationsMetrics {
+    pub commits_applied: Counter,
+    pub batch_duration: Histogram,
+    pub lag: Gauge,
+    pub actions: Family<ActionOutcome, Counter>,
+}
+
+impl OperationsMetrics {
+    fn new() -> Self {
+        Self {
+            commits_applied: Counter::default(),
+            batch_duration: APPEND_BUCKETS.new_metric(),
+            lag: Gauge::default(),
+            actions: Family::default(),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "readmodel_commits_applied",
+            "Saga commits applied to the operators' read model",
+            self.commits_applied.clone(),
+        );
+        registry.register_with_unit(
+            "readmodel_batch_duration",
+            "Time to apply one batch of commits to the read model (one transaction)",
+            Unit::Seconds,
+            self.batch_duration.clone(),
+        );
+        registry.register(
+            "readmodel_lag_commits",
+            "Saga commits stored but not yet in the read model, as of the last batch",
+            self.lag.clone(),
+        );
+        registry.register(
+            "operator_actions",
+            "Operators' actions, by action (retry-step, skip-step, cancel) and outcome (applied, invalid, not_found, not_allowed, unavailable, denied)",
+            self.actions.clone(),
+        );
+    }
+
+    /// A batch of `commits` applied in `took`, with `pending` commits still to come.
+    pub fn batch(&self, commits: usize, took: Duration, pending: u64) {
+        self.commits_applied.inc_by(commits as u64);
+        self.batch_duration.observe(took.as_secs_f64());
+        self.lag.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    pub fn action(&self, action: &'static str, outcome: &'static str) {
+        self.actions
+            .get_or_create(&ActionOutcome { action, outcome })
+            .inc();
+    }
+}
+
 static STORE: LazyLock<StoreMetrics> = LazyLock::new(StoreMetrics::new);
 static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(GatewayMetrics::new);
 static ORCHESTRATOR: LazyLock<OrchestratorMetrics> = LazyLock::new(OrchestratorMetrics::new);
 static WORKERS: LazyLock<WorkerMetrics> = LazyLock::new(WorkerMetrics::new);
 static HANDLERS: LazyLock<HandlersMetrics> = LazyLock::new(HandlersMetrics::new);
+static OPERATIONS: LazyLock<OperationsMetrics> = LazyLock::new(OperationsMetrics::new);
 
 pub fn store() -> &'static StoreMetrics {
     &STORE
@@ -470,6 +538,10 @@ pub fn handlers() -> &'static HandlersMetrics {
     &HANDLERS
 }
 
+pub fn operations() -> &'static OperationsMetrics {
+    &OPERATIONS
+}
+
 // ---------------------------------------------------------------------------------------------
 // The endpoint
 // ---------------------------------------------------------------------------------------------
@@ -481,6 +553,7 @@ pub enum Service {
     Orchestrator,
     Workers,
     Handlers,
+    Operations,
 }
 
 impl Service {
@@ -490,6 +563,7 @@ impl Service {
             Self::Orchestrator => "orchestrator",
             Self::Workers => "workers",
             Self::Handlers => "handlers",
+            Self::Operations => "operations",
         }
     }
 
@@ -515,6 +589,7 @@ impl Service {
             }
             Self::Workers => workers().register(&mut registry),
             Self::Handlers => handlers().register(&mut registry),
+            Self::Operations => operations().register(&mut registry),
         }
         registry
     }
@@ -636,11 +711,14 @@ mod tests {
         workers().effect(handler, false);
         handlers().delivered(handler, "webhook", "completed");
         handlers().worker_connected(handler, 0);
+        operations().batch(0, Duration::ZERO, 0);
+        operations().action("dashboard-check", "applied");
         let exposed: std::collections::BTreeSet<String> = [
             Service::Gateway,
             Service::Orchestrator,
             Service::Workers,
             Service::Handlers,
+            Service::Operations,
         ]
         .into_iter()
         .flat_map(|s| {

@@ -19,11 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The environment variables of the services' metrics addresses.
-const METRICS_ENVS: [&str; 4] = [
+const METRICS_ENVS: [&str; 5] = [
     "LEVENSLOOP_GATEWAY_METRICS",
     "LEVENSLOOP_ORCHESTRATOR_METRICS",
     "LEVENSLOOP_WORKER_METRICS",
     "LEVENSLOOP_HANDLERS_METRICS",
+    "LEVENSLOOP_OPERATIONS_METRICS",
 ];
 
 /// Finds a binary of this workspace (`levensloop-orchestrator`, …) built in the same

@@ -84,8 +84,11 @@ async fn follow(
             deliveries.push(subscription.next().await?);
         }
         let commits: Vec<SagaCommit> = deliveries.iter().filter_map(commit_of).collect();
+        let began = std::time::Instant::now();
         let changed = model.apply(&commits).await?;
-        let caught_up = deliveries.last().is_some_and(|d| d.pending == 0);
+        let pending = deliveries.last().map_or(0, |d| d.pending);
+        levensloop_telemetry::metrics::operations().batch(commits.len(), began.elapsed(), pending);
+        let caught_up = pending == 0;
         for delivery in deliveries {
             delivery.ack().await?;
         }
