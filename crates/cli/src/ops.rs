@@ -204,18 +204,9 @@ pub async fn sagas(
         }
     }
     sagas.truncate(limit as usize);
-    match output {
-        Output::Json => {
-            for saga in &sagas {
-                writeln!(out, "{}", serde_json::to_string(saga)?)?;
-            }
-        }
-        Output::Table => {
-            write!(out, "{}", sagas_table(&sagas))?;
-            if !token.is_empty() {
-                writeln!(out, "next page: --page-token {token}")?;
-            }
-        }
+    print_list(&sagas, output, out, sagas_table)?;
+    if output == Output::Table && !token.is_empty() {
+        writeln!(out, "next page: --page-token {token}")?;
     }
     Ok(())
 }
@@ -289,6 +280,24 @@ pub async fn saga(
     Ok(())
 }
 
+/// A list as a table, or one JSON document per item.
+fn print_list<T: serde::Serialize>(
+    items: &[T],
+    output: Output,
+    out: &mut impl Write,
+    table: impl Fn(&[T]) -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            for item in items {
+                writeln!(out, "{}", serde_json::to_string(item)?)?;
+            }
+        }
+        Output::Table => write!(out, "{}", table(items))?,
+    }
+    Ok(())
+}
+
 pub async fn query(
     connection: &Connection,
     query: Query,
@@ -314,15 +323,7 @@ pub async fn query(
             .map_err(refused)?
             .into_inner()
             .handlers;
-        match output {
-            Output::Json => {
-                for h in &handlers {
-                    writeln!(out, "{}", serde_json::to_string(h)?)?;
-                }
-            }
-            Output::Table => write!(out, "{}", handlers_table(&handlers))?,
-        }
-        return Ok(());
+        return print_list(&handlers, output, out, handlers_table);
     }
     let mut client = operations(connection).await?;
     match query {
@@ -337,14 +338,7 @@ pub async fn query(
                 .map_err(refused)?
                 .into_inner()
                 .incidents;
-            match output {
-                Output::Json => {
-                    for i in &incidents {
-                        writeln!(out, "{}", serde_json::to_string(i)?)?;
-                    }
-                }
-                Output::Table => write!(out, "{}", incidents_table(&incidents))?,
-            }
+            print_list(&incidents, output, out, incidents_table)?;
         }
         Query::Rejected { limit } => {
             let rejected = client
@@ -356,14 +350,7 @@ pub async fn query(
                 .map_err(refused)?
                 .into_inner()
                 .rejected;
-            match output {
-                Output::Json => {
-                    for r in &rejected {
-                        writeln!(out, "{}", serde_json::to_string(r)?)?;
-                    }
-                }
-                Output::Table => write!(out, "{}", rejected_table(&rejected))?,
-            }
+            print_list(&rejected, output, out, rejected_table)?;
         }
         Query::Stats => {
             let stats = client
