@@ -40,8 +40,12 @@ impl LogWatch {
         std::thread::spawn(move || {
             for line in BufReader::new(source).lines() {
                 let Ok(line) = line else { break };
-                // The log file is for people debugging a failed test; losing a line is harmless.
-                let _ = writeln!(file, "{line}");
+                // One write per line: stdout and stderr append to the same file from two
+                // threads, and `writeln!` may split a line from its newline, letting the other
+                // stream's line in between (tests read addresses back from these lines).
+                // Losing a line is harmless: the file is for people and for address lookups
+                // that also have the in-memory copy.
+                let _ = file.write_all(format!("{line}\n").as_bytes());
                 let (lock, cvar) = &*inner;
                 if let Ok(mut lines) = lock.lock() {
                     lines.lines.push(line);

@@ -30,6 +30,8 @@ async fn spawn(url: &str, args: &[&str]) -> Process {
         .args(["--nats-url", url])
         .args(args)
         .env("RUST_LOG", "levensloop_workers=debug")
+        // A port of its own: tests run side by side.
+        .env("LEVENSLOOP_WORKER_METRICS", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
