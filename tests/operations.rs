@@ -564,3 +564,119 @@ async fn the_cli_reads_like_kubectl_for_a_known_scenario() {
     got.sort();
     assert_eq!(got, expected);
 }
+
+/// A request carrying `authorization: Bearer <token>`.
+fn as_operator<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// With an operators file, every call names its caller: a viewer looks but cannot act and
+/// sees INSZ numbers masked, a supervisor sees them whole, an unknown or missing token is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_who_may_act_and_who_sees_the_insz() {
+    let world = World::start("operations-roles").await;
+    world.advance_clock(TWO_YEARS_S).await;
+    let (_gateway, gateway_url) = world.gateway();
+    let _orchestrator = world.orchestrator();
+    let _workers = world.workers("workers", &["--clerk"]);
+    let operators = world.logs.path().join("operators.toml");
+    let entry = |name: &str, role: &str, token: &str| {
+        format!(
+            "[[operator]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{}\"\n\n",
+            levensloop_operations::auth::token_sha256(token)
+        )
+    };
+    std::fs::write(
+        &operators,
+        entry("jan.desmet", "viewer", "viewer-token")
+            + &entry("an.peeters", "supervisor", "supervisor-token"),
+    )
+    .unwrap();
+    let database = format!(
+        "sqlite:{}",
+        world.logs.path().join("operations.db").display()
+    );
+    let (_operations, url) = operations(
+        &world,
+        "operations",
+        &database,
+        &["--operators", operators.to_str().unwrap()],
+    );
+    let mut ops = client(&url).await;
+    let mut changes = ops
+        .watch_sagas(as_operator(
+            v1::WatchSagasRequest { filter: None },
+            "viewer-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let birth = corpus::valid_birth();
+    let saga = world::publish(&gateway_url, std::slice::from_ref(&birth)).await[0]
+        .saga_id
+        .clone();
+    let finished = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let change = changes.message().await.unwrap().expect("the watch goes on");
+            if change.saga_id == saga && change.status == v1::SagaStatus::Completed as i32 {
+                return change;
+            }
+        }
+    })
+    .await
+    .expect("the birth completes");
+    assert!(finished.person_insz.ends_with("-***.**"), "{finished:?}");
+
+    let list = |token: &'static str| {
+        let mut ops = ops.clone();
+        async move {
+            ops.list_sagas(as_operator(v1::ListSagasRequest::default(), token))
+                .await
+                .map(|r| r.into_inner().sagas)
+        }
+    };
+    let seen_by_viewer = list("viewer-token").await.unwrap();
+    let seen_by_supervisor = list("supervisor-token").await.unwrap();
+    let child = match &birth.payload {
+        Some(v1::life_event::Payload::Birth(b)) => b.child.as_ref().unwrap().insz.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(seen_by_supervisor[0].person_insz, child);
+    assert_ne!(seen_by_viewer[0].person_insz, child);
+    assert!(seen_by_viewer[0].person_insz.ends_with("-***.**"));
+    assert_eq!(
+        list("a-token-nobody-has").await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        ops.list_sagas(v1::ListSagasRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated
+    );
+    let denied = ops
+        .cancel_saga(as_operator(
+            v1::CancelSagaRequest {
+                saga_id: saga.clone(),
+                reason: "a viewer tries".to_owned(),
+                ..Default::default()
+            },
+            "viewer-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    // Nothing happened to the saga.
+    let events = world.saga_events(Uuid::parse_str(&saga).unwrap()).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.event, Some(Event::OperatorActed(_))))
+    );
+}
