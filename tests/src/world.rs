@@ -71,6 +71,10 @@ pub struct World {
     pub url: String,
     pub client: async_nats::Client,
     pub store: JetStreamStore,
+    /// Extra arguments for every service started from now on (`--otlp-endpoint …`).
+    pub service_args: Vec<String>,
+    /// Extra environment for every service started from now on (`OTEL_BSP_SCHEDULE_DELAY`).
+    pub service_env: Vec<(String, String)>,
     /// Dropped last, after the server (and after the test's services, declared later).
     pub logs: LogDir,
 }
@@ -90,6 +94,8 @@ impl World {
             url,
             client,
             store,
+            service_args: Vec::new(),
+            service_env: Vec::new(),
             logs,
         }
     }
@@ -108,15 +114,15 @@ impl World {
     /// Starts a service binary of the workspace and waits for its ready line.
     pub fn service(&self, name: &str, binary: &str, args: &[&str], ready: &str) -> ServiceProcess {
         let program = workspace_binary(binary).expect("the service binaries are built");
+        let args = args
+            .iter()
+            .map(|a| (*a).to_owned())
+            .chain(self.service_args.iter().cloned());
+        let env = [("RUST_LOG".to_owned(), "info".to_owned())]
+            .into_iter()
+            .chain(self.service_env.iter().cloned());
         tokio::task::block_in_place(|| {
-            ServiceProcess::start_with_env(
-                name,
-                program,
-                args.iter().copied(),
-                [("RUST_LOG", "info")],
-                ready,
-                self.logs.path(),
-            )
+            ServiceProcess::start_with_env(name, program, args, env, ready, self.logs.path())
         })
         .unwrap_or_else(|e| panic!("{name} does not start: {e}"))
     }
@@ -205,15 +211,27 @@ impl World {
 
 /// The `http://` URL a service printed after `ready` (it listens on a port it picked).
 pub fn grpc_url(service: &ServiceProcess, ready: &str) -> String {
+    format!("http://{}", printed_addr(service, ready))
+}
+
+/// The address a service printed after `prefix` in its latest start.
+pub fn printed_addr(service: &ServiceProcess, prefix: &str) -> String {
     let log = std::fs::read_to_string(service.log_path()).expect("the service's log");
-    let addr = log
-        .lines()
+    log.lines()
         .rev()
-        .find_map(|l| l.split(ready).nth(1))
+        .find_map(|l| l.split(prefix).nth(1))
         .expect("the service says where it listens")
         .trim()
-        .to_owned();
-    format!("http://{addr}")
+        .to_owned()
+}
+
+/// The URL of a service's Prometheus endpoint (it prints "<service>: metrics on <addr>"
+/// before its ready line; the harness starts every service on a port it picks).
+pub fn metrics_url(service: &ServiceProcess, name: &str) -> String {
+    format!(
+        "http://{}/metrics",
+        printed_addr(service, &format!("{name}: metrics on "))
+    )
 }
 
 /// Reads a saga's stream from the store, decoded.

@@ -13,7 +13,8 @@
 //! The project's own services run as real processes through [`ServiceProcess`] (found by
 //! [`workspace_binary`]), so a suite can SIGKILL an orchestrator or a worker mid-run.
 //!
-//! [`webhook::ScriptedWebhook`] stands in for an integrator's HTTP endpoint.
+//! [`webhook::ScriptedWebhook`] stands in for an integrator's HTTP endpoint;
+//! [`otlp::OtlpReceiver`] for an OpenTelemetry collector receiving the services' spans.
 //!
 //! The binary is found through [`find_nats_server`]: `NATS_SERVER_BIN`, then the project's own
 //! pinned install under `.tools/bin`, then `PATH`. A server older than 2.12 is refused with a
@@ -21,6 +22,7 @@
 
 mod binary;
 mod log;
+pub mod otlp;
 mod process;
 mod server;
 pub mod webhook;

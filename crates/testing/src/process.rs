@@ -6,12 +6,26 @@
 //! sleeping. Its stdout and stderr go to a log file for people debugging a failed run. It
 //! can be killed with SIGKILL (a crash), stopped with SIGTERM (a graceful stop) and
 //! restarted with the same arguments.
+//!
+//! Every service is started with its `/metrics` endpoint on a port it picks (port 0), so
+//! services of parallel tests never compete for the default ports; a caller's own
+//! `--metrics-addr` or environment wins. The address is in the service's log
+//! ("gateway: metrics on 127.0.0.1:…").
 
 use crate::log::{LogWatch, Seen};
 use crate::{HarnessError, READY_TIMEOUT};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The environment variables of the services' metrics addresses.
+const METRICS_ENVS: [&str; 5] = [
+    "LEVENSLOOP_GATEWAY_METRICS",
+    "LEVENSLOOP_ORCHESTRATOR_METRICS",
+    "LEVENSLOOP_WORKER_METRICS",
+    "LEVENSLOOP_HANDLERS_METRICS",
+    "LEVENSLOOP_OPERATIONS_METRICS",
+];
 
 /// Finds a binary of this workspace (`levensloop-orchestrator`, …) built in the same
 /// profile as the running executable: beside it (a binary under `target/<profile>/`) or one
@@ -107,6 +121,7 @@ impl ServiceProcess {
         self.starts += 1;
         let mut child = Command::new(&self.program)
             .args(&self.args)
+            .envs(METRICS_ENVS.iter().map(|name| (name, "127.0.0.1:0")))
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

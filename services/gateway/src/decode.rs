@@ -40,8 +40,8 @@ const TYPES: [v1::LifeEventType; 4] = [
     v1::LifeEventType::DrivingExamPassed,
 ];
 
-/// The subject token of each type.
-fn kind(t: v1::LifeEventType) -> Option<&'static str> {
+/// The subject token of each type (also the `type` label of the metrics).
+pub fn kind(t: v1::LifeEventType) -> Option<&'static str> {
     match t {
         v1::LifeEventType::Unspecified => None,
         v1::LifeEventType::Birth => Some("birth"),

@@ -15,10 +15,12 @@ use levensloop_proto::v1::{
     FieldViolation, PublishOutcome, PublishRequest, PublishResponse, ingest_service_server,
     publish_request,
 };
+use levensloop_telemetry::{metrics, propagation};
 use prost::Message;
 use std::pin::Pin;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
+use tracing::Instrument;
 
 /// How many items of one `PublishStream` are in progress at once (answers stay in order).
 pub const STREAM_CONCURRENCY: usize = 64;
@@ -64,13 +66,21 @@ impl IngestApi {
                 "the request carries no event",
             )),
         };
+        let mut kind = "unknown";
         let result = match decoded {
-            Ok(event) => self.ingestor.ingest(event, "grpc").await,
+            Ok(event) => {
+                kind = crate::decode::kind(event.payload_type()).unwrap_or(kind);
+                self.ingestor.ingest(event, "grpc").await
+            }
             Err(rejection) => Err(IngestError::Rejected(rejection)),
         };
         match result {
-            Ok(ack) => Ok(accepted(&ack, sequence)),
+            Ok(ack) => {
+                metrics::gateway().accepted(kind, "grpc", ack.duplicate);
+                Ok(accepted(&ack, sequence))
+            }
             Err(IngestError::Rejected(rejection)) => {
+                metrics::gateway().rejected(rejection.reason().code(), "grpc");
                 if let Some(log) = &self.rejected {
                     let id = uuid::Uuid::new_v4().to_string();
                     let headers = [("Content-Type".to_owned(), "application/protobuf".to_owned())];
@@ -88,6 +98,17 @@ impl IngestApi {
             Err(IngestError::Store(e)) => Err(Verdict::Unavailable(e.to_string())),
         }
     }
+}
+
+/// The span of one request (or stream item), continuing the caller's trace when its metadata
+/// carries one; none when spans are not exported.
+fn ingest_span(parent: Option<&propagation::Context>, method: &'static str) -> tracing::Span {
+    if !levensloop_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("gateway.ingest", door = "grpc", method);
+    propagation::set_parent(&span, parent.cloned());
+    span
 }
 
 /// Why a request got no acknowledgement.
@@ -162,7 +183,9 @@ impl ingest_service_server::IngestService for IngestApi {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        match self.handle(request.into_inner()).await {
+        let parent = propagation::extract_metadata(request.metadata());
+        let span = ingest_span(parent.as_ref(), "Publish");
+        match self.handle(request.into_inner()).instrument(span).await {
             Ok(response) => Ok(Response::new(response)),
             Err(Verdict::Rejected(rejection, _)) => Err(rejection_status(&rejection)),
             Err(Verdict::Unavailable(reason)) => Err(Status::unavailable(reason)),
@@ -176,10 +199,13 @@ impl ingest_service_server::IngestService for IngestApi {
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let api = self.clone();
+        // Every item of a stream whose metadata carries a trace continues that trace.
+        let parent = propagation::extract_metadata(request.metadata());
         let answers = request
             .into_inner()
             .map(move |item| {
                 let api = api.clone();
+                let span = ingest_span(parent.as_ref(), "PublishStream");
                 async move {
                     // A request the transport could not even decode ends the stream: there is
                     // no item to answer.
@@ -192,6 +218,7 @@ impl ingest_service_server::IngestService for IngestApi {
                         Err(Verdict::Unavailable(reason)) => Err(Status::unavailable(reason)),
                     }
                 }
+                .instrument(span)
             })
             .buffered(STREAM_CONCURRENCY);
         Ok(Response::new(Box::pin(answers)))

@@ -159,6 +159,12 @@ impl Ingestor {
                 .with_metadata(META_STARTS_SAGA, "false")
                 .with_metadata(META_NO_SAGA_REASON, note.clone());
         }
+        // The accepting span's trace context goes with the life event, so the saga it starts
+        // continues the same trace (nothing is written when spans are not exported).
+        levensloop_telemetry::propagation::inject_map(
+            &tracing::Span::current(),
+            &mut data.metadata,
+        );
         let stream = StreamName::new(LIFE_EVENT_CATEGORY, saga.to_string())?;
         let ack = |duplicate| Ack {
             event_id: event.id.clone(),
@@ -168,15 +174,17 @@ impl Ingestor {
             starts_saga,
             note: note.clone(),
         };
-        match self
+        let started = std::time::Instant::now();
+        let appended = self
             .store
             .append(
                 &stream,
                 ExpectedVersion::NoStream,
                 Commit::new(commit_id, vec![data]),
             )
-            .await
-        {
+            .await;
+        levensloop_telemetry::metrics::store().append(LIFE_EVENT_CATEGORY, started.elapsed());
+        match appended {
             Ok(appended) => Ok(ack(appended.duplicate)),
             Err(StoreError::VersionConflict { .. }) => {
                 // Stored before: the same event (a duplicate) or another one under the same
@@ -283,7 +291,10 @@ impl Ingestor {
                 Uuid::new_v5(&saga, b"person-fact"),
                 vec![EventData::new(fact.event_type(), body)],
             );
-            match self.store.append(&stream, expected, commit).await {
+            let started = std::time::Instant::now();
+            let appended = self.store.append(&stream, expected, commit).await;
+            levensloop_telemetry::metrics::store().append(PERSON_CATEGORY, started.elapsed());
+            match appended {
                 Ok(_) => return Ok((starts, note)),
                 // Another event about the same person got there first: look again.
                 Err(StoreError::VersionConflict { .. }) => continue,

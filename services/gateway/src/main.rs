@@ -7,8 +7,8 @@ use clap::Parser;
 use levensloop_gateway::rejection::Limits;
 use levensloop_gateway::server::{GatewayConfig, start};
 use levensloop_store::JetStreamConfig;
+use levensloop_telemetry::metrics;
 use std::net::SocketAddr;
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -46,17 +46,25 @@ struct Args {
     /// Replicas of the event store stream (3 on a cluster).
     #[arg(long, env = "LEVENSLOOP_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Where Prometheus scrapes `/metrics` (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "LEVENSLOOP_GATEWAY_METRICS",
+        default_value = "127.0.0.1:9101"
+    )]
+    metrics_addr: SocketAddr,
+    /// Export spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); none when
+    /// empty.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let telemetry = levensloop_telemetry::init("gateway", args.otlp_endpoint.as_deref())?;
+    let metrics = metrics::serve(args.metrics_addr, metrics::Service::Gateway).await?;
+    println!("gateway: metrics on {}", metrics.addr());
     let config = GatewayConfig {
         nats_url: args.nats_url,
         grpc_addr: args.grpc_addr,
@@ -76,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("stopping");
     gateway.shutdown().await;
+    drop(telemetry);
     Ok(())
 }
 

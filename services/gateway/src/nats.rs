@@ -18,7 +18,9 @@ use crate::rejected::RejectedLog;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
 use levensloop_store::StoreError;
+use levensloop_telemetry::{metrics, propagation};
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const INGEST_STREAM: &str = "LEVENSLOOP_INGEST";
 pub const INGEST_PREFIX: &str = "levensloop.ingest";
@@ -113,12 +115,31 @@ pub async fn run(
             break;
         };
         let (client, ingestor, rejected) = (client.clone(), ingestor.clone(), rejected.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            handle(&client, &ingestor, &rejected, message).await;
-        });
+        let span = ingest_span(&message);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                handle(&client, &ingestor, &rejected, message).await;
+            }
+            .instrument(span),
+        );
     }
     Ok(())
+}
+
+/// The span of one registry message, continuing the registry's trace when the message
+/// carries one (`traceparent`, or the CloudEvents extension's `ce-traceparent`); none when
+/// spans are not exported.
+fn ingest_span(message: &jetstream::Message) -> tracing::Span {
+    if !levensloop_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("gateway.ingest", door = "nats", subject = %message.subject);
+    propagation::set_parent(
+        &span,
+        propagation::extract_headers(message.headers.as_ref()),
+    );
+    span
 }
 
 async fn handle(
@@ -144,12 +165,19 @@ async fn handle(
         .map(|(_, v)| v.clone());
     let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
 
+    let mut kind = "unknown";
     let result = match decode_nats(&subject, &headers, &message.payload, ingestor.limits()) {
-        Ok(event) => ingestor.ingest(event, &subject).await,
+        Ok(event) => {
+            kind = crate::decode::kind(event.payload_type()).unwrap_or(kind);
+            ingestor.ingest(event, &subject).await
+        }
         Err(rejection) => Err(IngestError::Rejected(rejection)),
     };
     let verdict = match result {
-        Ok(ack) => accepted(&ack, 0),
+        Ok(ack) => {
+            metrics::gateway().accepted(kind, "nats", ack.duplicate);
+            accepted(&ack, 0)
+        }
         Err(IngestError::Rejected(rejection)) => {
             let kind = kind_of_subject(&subject)
                 .and_then(subject_for)
@@ -172,6 +200,7 @@ async fn handle(
                 let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
                 return;
             }
+            metrics::gateway().rejected(rejection.reason().code(), "nats");
             rejected_response(&rejection, 0)
         }
         Err(IngestError::Store(e)) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use levensloop_handlers::{HandlersConfig, start};
 use levensloop_store::JetStreamConfig;
-use tracing_subscriber::EnvFilter;
+use levensloop_telemetry::metrics;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -42,17 +42,23 @@ struct Args {
     /// Replicas of the streams (3 on a cluster).
     #[arg(long, env = "LEVENSLOOP_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Where Prometheus scrapes `/metrics` (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "LEVENSLOOP_HANDLERS_METRICS",
+        default_value = "127.0.0.1:9104"
+    )]
+    metrics_addr: SocketAddr,
+    /// Export spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); none when
+    /// empty.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let telemetry = levensloop_telemetry::init("handlers", args.otlp_endpoint.as_deref())?;
     anyhow::ensure!(
         args.lease_s.is_finite() && args.lease_s >= 0.1,
         "--lease-s must be at least 0.1"
@@ -66,11 +72,14 @@ async fn main() -> anyhow::Result<()> {
             ..JetStreamConfig::default()
         },
     };
+    let metrics = metrics::serve(args.metrics_addr, metrics::Service::Handlers).await?;
+    println!("handlers: metrics on {}", metrics.addr());
     let running = start(config).await?;
     println!("handlers: gRPC on {}", running.grpc_addr);
     shutdown_signal().await;
     tracing::info!("stopping");
     running.shutdown().await;
+    drop(telemetry);
     Ok(())
 }
 

@@ -24,8 +24,11 @@ use futures::StreamExt;
 use levensloop_bus::{Bus, QueueLimits};
 use levensloop_proto::v1::{self, task_result::Outcome};
 use levensloop_store::{PULL_EXPIRY, PULL_HEARTBEAT};
+use levensloop_telemetry::metrics;
+use levensloop_telemetry::propagation::{self, TraceFields};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::registry::RegistryStore;
 
@@ -195,22 +198,50 @@ async fn deliver(
             return;
         }
     };
+    let span = if levensloop_telemetry::enabled() {
+        let span = tracing::info_span!("handlers.webhook", handler = %spec.name, task_id = %task.task_id, attempt = task.attempt);
+        propagation::set_parent_fields(&span, &task.traceparent, &task.tracestate);
+        span
+    } else {
+        tracing::Span::none()
+    };
+    deliver_traced(bus, http, spec, message, task)
+        .instrument(span)
+        .await;
+}
+
+async fn deliver_traced(
+    bus: &Bus,
+    http: &reqwest::Client,
+    spec: &v1::HandlerSpec,
+    message: jetstream::Message,
+    task: v1::Task,
+) {
     let outcome = post(http, &spec.webhook_url, &task).await;
     tracing::debug!(handler = %spec.name, task_id = %task.task_id, ?outcome, "webhook answered");
+    let label = crate::work::outcome_label(&outcome);
     let result = v1::TaskResult {
         task_id: task.task_id.clone(),
         idempotency_key: task.idempotency_key.clone(),
         attempt: task.attempt,
         outcome: Some(outcome),
     };
+    let own = TraceFields::current();
+    let (traceparent, tracestate) = if own.is_empty() {
+        (task.traceparent.as_str(), task.tracestate.as_str())
+    } else {
+        (own.traceparent.as_str(), own.tracestate.as_str())
+    };
     if let Err(e) = bus
-        .publish_result(&spec.name, &result, &task.traceparent, &task.tracestate)
+        .publish_result(&spec.name, &result, traceparent, tracestate)
         .await
     {
         tracing::warn!(handler = %spec.name, error = %e, "result not stored; task handed back");
         let _ = message.ack_with(AckKind::Nak(None)).await;
+        metrics::handlers().delivered(&spec.name, "webhook", "handed_back");
         return;
     }
+    metrics::handlers().delivered(&spec.name, "webhook", label);
     if let Err(e) = message.ack().await {
         tracing::warn!(error = %e, "ack failed");
     }
@@ -222,8 +253,19 @@ pub async fn post(http: &reqwest::Client, url: &str, task: &v1::Task) -> Outcome
         .post(url)
         .header("Idempotency-Key", &task.idempotency_key)
         .json(task);
-    if !task.traceparent.is_empty() {
-        request = request.header(levensloop_bus::TRACEPARENT, &task.traceparent);
+    // The webhook continues the delivery's span when spans are exported, else the task's
+    // own trace.
+    let own = TraceFields::current();
+    let (traceparent, tracestate) = if own.is_empty() {
+        (task.traceparent.as_str(), task.tracestate.as_str())
+    } else {
+        (own.traceparent.as_str(), own.tracestate.as_str())
+    };
+    if !traceparent.is_empty() {
+        request = request.header(levensloop_bus::TRACEPARENT, traceparent);
+    }
+    if !tracestate.is_empty() {
+        request = request.header(levensloop_bus::TRACESTATE, tracestate);
     }
     let failed = |retryable: bool, reason: String, code: &str| {
         Outcome::Failed(v1::TaskFailed {

@@ -19,6 +19,7 @@ use levensloop_proto::v1::{
     self, WorkRequest, WorkResponse, task_result::Outcome, work_request, work_response,
 };
 use levensloop_store::{PULL_EXPIRY, PULL_HEARTBEAT};
+use levensloop_telemetry::metrics;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
@@ -60,6 +61,7 @@ impl Session {
         let puller = tokio::spawn(pull(self.consumer.clone(), credits.clone(), tasks_tx));
         let mut leases: HashMap<String, Lease> = HashMap::new();
         tracing::info!(handler = %self.handler, worker = %self.worker_id, "worker connected");
+        metrics::handlers().worker_connected(&self.handler, 1);
         loop {
             let next_expiry = leases.values().map(|l| l.until).min();
             tokio::select! {
@@ -92,6 +94,7 @@ impl Session {
                         if let Some(lease) = leases.remove(&task_id) {
                             tracing::info!(worker = %self.worker_id, %task_id, "lease expired; the task goes to another worker");
                             give_back(&lease.message).await;
+                            metrics::handlers().delivered(&self.handler, "work", "handed_back");
                         }
                     }
                 }
@@ -101,7 +104,9 @@ impl Session {
         // Tasks still held go back to the queue now rather than after the ack wait.
         for lease in leases.values() {
             give_back(&lease.message).await;
+            metrics::handlers().delivered(&self.handler, "work", "handed_back");
         }
+        metrics::handlers().worker_connected(&self.handler, -1);
         tracing::info!(handler = %self.handler, worker = %self.worker_id, returned = leases.len(), "worker gone");
     }
 
@@ -182,12 +187,22 @@ impl Session {
                 }),
             ),
         };
+        let label = outcome_label(&outcome);
         let ignored = match leases.remove(&task_id) {
             None => {
                 tracing::info!(worker = %self.worker_id, %task_id, "late or unknown answer ignored");
+                metrics::handlers().delivered(&self.handler, "work", "ignored");
                 true
             }
-            Some(lease) => !self.answer(lease, outcome).await,
+            Some(lease) => {
+                let stored = self.answer(lease, outcome).await;
+                metrics::handlers().delivered(
+                    &self.handler,
+                    "work",
+                    if stored { label } else { "handed_back" },
+                );
+                !stored
+            }
         };
         let ack = WorkResponse {
             message: Some(work_response::Message::Ack(work_response::Ack {
@@ -222,6 +237,15 @@ impl Session {
             tracing::warn!(error = %e, "ack failed");
         }
         true
+    }
+}
+
+/// The `outcome` label of an answer.
+pub fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed(_) => "completed",
+        Outcome::Failed(f) if f.retryable => "failed_retryable",
+        Outcome::Failed(_) => "failed_permanent",
     }
 }
 

@@ -120,6 +120,36 @@ impl OperationsApi {
         reason: String,
         action: Action,
     ) -> Result<Response<v1::SagaDetail>, Status> {
+        let name = match &action {
+            Action::RetryStep(_) => "retry-step",
+            Action::SkipStep(_) => "skip-step",
+            Action::Cancel(_) => "cancel",
+            Action::CompleteHumanStep(_) => "complete-human",
+            Action::Resume(_) => "resume",
+        };
+        let outcome = self.steer_once(&caller, saga_id, reason, action).await;
+        let label = match &outcome {
+            Ok(()) => "applied",
+            Err(status) => match status.code() {
+                tonic::Code::InvalidArgument => "invalid",
+                tonic::Code::NotFound => "not_found",
+                tonic::Code::FailedPrecondition => "not_allowed",
+                _ => "unavailable",
+            },
+        };
+        levensloop_telemetry::metrics::operations().action(name, label);
+        outcome?;
+        let saga = parse_saga_id(saga_id)?;
+        Ok(Response::new(self.detail(saga, &caller).await?))
+    }
+
+    async fn steer_once(
+        &self,
+        caller: &Caller,
+        saga_id: &str,
+        reason: String,
+        action: Action,
+    ) -> Result<(), Status> {
         let saga = parse_saga_id(saga_id)?;
         let command = v1::SagaCommand {
             saga_id: saga.to_string(),
@@ -145,7 +175,7 @@ impl OperationsApi {
             }
         }
         tracing::info!(%saga, actor = %caller.name, status = %reply.status, "operator action applied");
-        Ok(Response::new(self.detail(saga, &caller).await?))
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use levensloop_operations::service::{OperationsConfig, start};
 use levensloop_store::JetStreamConfig;
-use tracing_subscriber::EnvFilter;
+use levensloop_telemetry::metrics;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,7 +53,8 @@ struct Args {
     /// to local callers as the `local` operator.
     #[arg(long, env = "LEVENSLOOP_OPERATORS")]
     operators: Option<PathBuf>,
-    /// Serve only: another instance on the same database runs the projection.
+    /// Serve only, never project (on PostgreSQL, instances that do project elect one projector
+    /// among themselves).
     #[arg(long)]
     no_projection: bool,
     /// Empty the read model and rebuild it from the store before serving.
@@ -65,17 +66,22 @@ struct Args {
     /// Replicas of the streams (3 on a cluster).
     #[arg(long, env = "LEVENSLOOP_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Where Prometheus scrapes `/metrics` (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "LEVENSLOOP_OPERATIONS_METRICS",
+        default_value = "127.0.0.1:9105"
+    )]
+    metrics_addr: SocketAddr,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let telemetry = levensloop_telemetry::init("operations", args.otlp_endpoint.as_deref())?;
     if let Some(path) = args.database_url.strip_prefix("sqlite:")
         && let Some(dir) = std::path::Path::new(path.trim_start_matches("//")).parent()
         && !dir.as_os_str().is_empty()
@@ -96,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
         rebuild: args.rebuild,
         command_timeout: Duration::from_secs(args.command_timeout_s.max(1)),
     };
+    let metrics = metrics::serve(args.metrics_addr, metrics::Service::Operations).await?;
+    println!("operations: metrics on {}", metrics.addr());
     let running = start(config).await?;
     println!("operations: gRPC on {}", running.grpc_addr);
     if let Some(addr) = running.http_addr {
@@ -104,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("stopping");
     running.shutdown().await;
+    drop(telemetry);
     Ok(())
 }
 

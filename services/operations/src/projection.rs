@@ -50,6 +50,17 @@ pub async fn run(
     model: Arc<ReadModel>,
     announce: Option<async_nats::Client>,
 ) {
+    // One projector per database; the others wait here, ready to take over.
+    let _lock = loop {
+        match model.projector_lock().await {
+            Ok(lock) => break lock,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the projector lock; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tracing::info!("projecting the saga events into the read model");
     loop {
         if let Err(e) = follow(&*store, &model, announce.as_ref()).await {
             tracing::warn!(error = %e, "projection interrupted; resuming");
@@ -73,8 +84,11 @@ async fn follow(
             deliveries.push(subscription.next().await?);
         }
         let commits: Vec<SagaCommit> = deliveries.iter().filter_map(commit_of).collect();
+        let began = std::time::Instant::now();
         let changed = model.apply(&commits).await?;
-        let caught_up = deliveries.last().is_some_and(|d| d.pending == 0);
+        let pending = deliveries.last().map_or(0, |d| d.pending);
+        levensloop_telemetry::metrics::operations().batch(commits.len(), began.elapsed(), pending);
+        let caught_up = pending == 0;
         for delivery in deliveries {
             delivery.ack().await?;
         }

@@ -107,6 +107,14 @@ impl Default for ReadModelOptions {
     }
 }
 
+/// The advisory lock key that elects the projector on PostgreSQL ("levensloop" in ASCII,
+/// truncated to 64 bits).
+const PROJECTOR_LOCK_KEY: i64 = 0x6c65_7665_6e73_6c6f;
+
+/// The right to run the projection (see [`ReadModel::projector_lock`]); released on drop.
+#[derive(Debug)]
+pub struct ProjectorLock(#[allow(dead_code)] Option<sqlx::AnyConnection>);
+
 /// One commit of one saga's stream, as the store delivered it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaCommit {
@@ -294,6 +302,25 @@ impl ReadModel {
             None => model.set_meta("schema_version", SCHEMA_VERSION).await?,
         }
         Ok(model)
+    }
+
+    /// Waits until this process may run the projection, and holds that right for as long as
+    /// the returned guard lives. On PostgreSQL, several operations instances share one
+    /// database: a session-level advisory lock elects one projector, and when its process
+    /// dies its connection closes and a waiting instance takes over. SQLite has one process per
+    /// file, so the guard is empty.
+    pub async fn projector_lock(&self) -> Result<ProjectorLock> {
+        if self.backend != Backend::Postgres {
+            return Ok(ProjectorLock(None));
+        }
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(PROJECTOR_LOCK_KEY)
+            .execute(&mut *connection)
+            .await?;
+        // Detached from the pool: a lock that went back into the pool would be held by
+        // whichever query borrowed the connection next.
+        Ok(ProjectorLock(Some(connection.detach())))
     }
 
     pub fn backend(&self) -> Backend {

@@ -32,8 +32,8 @@ pub struct OperationsConfig {
     pub http_addr: Option<SocketAddr>,
     /// The operators file; `None` opens the service to local callers (see `auth`).
     pub operators: Option<PathBuf>,
-    /// Run the projection here. With several instances on one PostgreSQL database, exactly
-    /// one projects; the others serve.
+    /// Run the projection here. With several instances on one PostgreSQL database, one
+    /// projects at a time (an advisory lock); the others stand by to take over.
     pub project: bool,
     /// Empty the read model and rebuild it from the store before serving.
     pub rebuild: bool,

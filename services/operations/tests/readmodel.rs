@@ -486,3 +486,51 @@ async fn a_database_of_another_schema_version_is_refused() {
         "{err}"
     );
 }
+
+/// Several operations instances on one PostgreSQL database: one projects, the next waits
+/// and takes over the moment the first one's session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_projector_per_postgres_database_and_a_standby_takes_over() {
+    let db = TestDb::postgres().await;
+    let first = db.open().await;
+    let second = db.open().await;
+    let held = first.projector_lock().await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let lock = second.projector_lock().await.unwrap();
+        (second, lock)
+    });
+    // PostgreSQL itself shows the standby blocked on the lock the first one holds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(first.pool())
+        .await
+        .unwrap();
+        if blocked == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never queued for the lock"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "the standby must wait");
+    drop(held);
+    let (second, _lock) = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the standby takes over once the lock is released")
+        .unwrap();
+    second.stats().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_needs_no_projector_election() {
+    let db = TestDb::sqlite();
+    let model = db.open().await;
+    let _a = model.projector_lock().await.unwrap();
+    let _b = model.projector_lock().await.unwrap();
+}

@@ -37,12 +37,27 @@ pub fn decode_life_event(data: &[u8], location: &str) -> Result<v1::LifeEvent, S
 
 /// The life event of a saga.
 pub async fn life_event(store: &dyn EventStore, saga: Uuid) -> Result<v1::LifeEvent, StoreError> {
+    life_event_with_metadata(store, saga)
+        .await
+        .map(|(event, _)| event)
+}
+
+/// The life event of a saga and the metadata it was stored with (its trace context, …).
+pub async fn life_event_with_metadata(
+    store: &dyn EventStore,
+    saga: Uuid,
+) -> Result<(v1::LifeEvent, std::collections::BTreeMap<String, String>), StoreError> {
     let stream = life_event_stream(saga)?;
     let slice = store.read(&stream, ReadFrom::Start).await?;
-    let first = slice.events.first().ok_or(StoreError::StreamNotFound {
-        stream: stream.clone(),
-    })?;
-    decode_life_event(&first.data, &stream.to_string())
+    let first = slice
+        .events
+        .into_iter()
+        .next()
+        .ok_or(StoreError::StreamNotFound {
+            stream: stream.clone(),
+        })?;
+    let event = decode_life_event(&first.data, &stream.to_string())?;
+    Ok((event, first.metadata))
 }
 
 /// A saga's stored events and the stream's version; `None` if it has not started.
@@ -86,7 +101,10 @@ pub async fn append(
         .iter()
         .map(|e| EventData::new(SAGA_EVENT_TYPE, e.encode_to_vec()))
         .collect();
-    store
+    let started = std::time::Instant::now();
+    let appended = store
         .append(&stream, expected, Commit::new(commit_id, data))
-        .await
+        .await;
+    levensloop_telemetry::metrics::store().append(SAGA_CATEGORY, started.elapsed());
+    appended
 }

@@ -20,8 +20,10 @@ pub mod commands;
 pub mod facts;
 pub mod index;
 pub mod io;
+pub mod metrics;
 pub mod registry;
 pub mod shard;
+pub mod trace;
 
 use futures::StreamExt;
 use index::RunningIndex;
@@ -162,6 +164,7 @@ pub async fn start(
         router.clone(),
         config.concurrency,
     ));
+    tasks.spawn(metrics::sample_queues(bus.clone()));
     tasks.spawn(follow_results(bus, router.clone(), config.concurrency));
     tasks.spawn(commands::serve(client, router.clone()));
     Ok(RunningOrchestrator {
@@ -230,11 +233,17 @@ async fn follow_life_events(
                             return;
                         }
                     };
+                    let span = trace::start_span(saga, &first.metadata);
                     let answer = router
-                        .ask(saga, |done| Msg::Start {
-                            event: Box::new(event),
-                            registry,
-                            done,
+                        .ask(saga, |done| {
+                            trace::traced(
+                                Msg::Start {
+                                    event: Box::new(event),
+                                    registry,
+                                    done,
+                                },
+                                span,
+                            )
                         })
                         .await;
                     match answer {
@@ -314,11 +323,17 @@ async fn follow_results(bus: Bus, router: Router, concurrency: usize) {
                         let _ = message.ack_with(async_nats::jetstream::AckKind::Term).await;
                         return;
                     };
+                    let span = trace::result_span(&message, &result);
                     let answer = router
-                        .ask(saga, |done| Msg::Input {
-                            saga,
-                            input: SagaInput::TaskResult(result),
-                            done: Some(done),
+                        .ask(saga, |done| {
+                            trace::traced(
+                                Msg::Input {
+                                    saga,
+                                    input: SagaInput::TaskResult(result),
+                                    done: Some(done),
+                                },
+                                span,
+                            )
                         })
                         .await;
                     match answer {

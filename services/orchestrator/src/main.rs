@@ -6,7 +6,8 @@ use levensloop_orchestrator::clock::Clock;
 use levensloop_orchestrator::{OrchestratorConfig, start};
 use levensloop_sagas::Catalog;
 use levensloop_store::JetStreamConfig;
-use tracing_subscriber::EnvFilter;
+use levensloop_telemetry::metrics;
+use std::net::SocketAddr;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -56,6 +57,17 @@ struct Args {
     /// months-long waits end while retries and timeouts keep real time. Never in production.
     #[arg(long, env = "LEVENSLOOP_TIME_TRAVEL")]
     time_travel: bool,
+    /// Where Prometheus scrapes `/metrics` (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "LEVENSLOOP_ORCHESTRATOR_METRICS",
+        default_value = "127.0.0.1:9102"
+    )]
+    metrics_addr: SocketAddr,
+    /// Export spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); none when
+    /// empty.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// An offset clock that follows the shared offset from now on.
@@ -82,13 +94,10 @@ async fn time_travel_clock(nats_url: &str, replicas: usize) -> anyhow::Result<Cl
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let telemetry = levensloop_telemetry::init("orchestrator", args.otlp_endpoint.as_deref())?;
+    let metrics = metrics::serve(args.metrics_addr, metrics::Service::Orchestrator).await?;
+    println!("orchestrator: metrics on {}", metrics.addr());
     let catalog = Catalog::builtin()?;
     let clock = if args.time_travel {
         time_travel_clock(&args.nats_url, args.replicas).await?
@@ -119,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("stopping");
     orchestrator.shutdown().await;
+    drop(telemetry);
     Ok(())
 }
 

@@ -12,7 +12,9 @@ use crate::clock::Clock;
 use crate::facts;
 use crate::index::RunningIndex;
 use crate::io;
+use crate::metrics::{self, StepClock};
 use crate::registry::RegistryView;
+use crate::trace::{self, SagaTrace};
 use chrono::{DateTime, Utc};
 use levensloop_bus::Bus;
 use levensloop_proto::{saga_id, v1};
@@ -26,6 +28,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Why an input could not be handled.
@@ -66,6 +69,8 @@ pub enum Msg {
     },
     /// Re-dispatch a saga's pending work and re-arm its timers (after a restart).
     Recover { saga: Uuid, done: Reply },
+    /// A message handled inside a span (its trace continues; only when spans are exported).
+    Traced { span: tracing::Span, msg: Box<Msg> },
 }
 
 /// An input without its clock and dice.
@@ -269,6 +274,10 @@ struct Entry {
     /// Dropped from the running-saga index since it was cached: late results of a finished
     /// saga cost no further index writes.
     unindexed: bool,
+    /// When its running steps were scheduled (for the step duration metric).
+    steps: StepClock,
+    /// The saga's trace, continued by its timers.
+    trace: SagaTrace,
 }
 
 pub struct Shard {
@@ -317,6 +326,15 @@ impl Shard {
 
     async fn handle(&mut self, msg: Msg) {
         match msg {
+            Msg::Traced { span, msg } => self.handle_one(*msg).instrument(span).await,
+            msg => self.handle_one(msg).await,
+        }
+    }
+
+    async fn handle_one(&mut self, msg: Msg) {
+        match msg {
+            // Never nested: `trace::traced` wraps a plain message once.
+            Msg::Traced { msg, .. } => Box::pin(self.handle_one(*msg)).await,
             Msg::Start {
                 event,
                 registry,
@@ -353,8 +371,15 @@ impl Shard {
                 now,
                 jitter: rand::random::<f64>(),
             };
+            let span = match self.cache.peek(&saga) {
+                Some(entry) => entry
+                    .trace
+                    .timer_span(saga, &timer.step_id, timer.kind.name()),
+                None => tracing::Span::none(),
+            };
             if let Err(e) = self
                 .decide_and_store(saga, |_, _| Some(input.clone()))
+                .instrument(span)
                 .await
             {
                 tracing::warn!(%saga, timer = %timer.key(), error = %e, "timer not handled; trying again shortly");
@@ -414,6 +439,8 @@ impl Shard {
                 for e in &decision.events {
                     state.apply(e);
                 }
+                let mut steps = StepClock::new(&state);
+                metrics::record(&state, SagaStatus::NotStarted, &mut steps, &decision.events);
                 tracing::debug!(%saga, definition = state.definition().name(), "saga started");
                 self.cache.put(
                     saga,
@@ -421,6 +448,8 @@ impl Shard {
                         state,
                         version: appended.version,
                         unindexed: false,
+                        steps,
+                        trace: SagaTrace::current(),
                     },
                 );
                 self.execute(saga, decision.commands).await?;
@@ -466,10 +495,12 @@ impl Shard {
             match io::append(&*self.shared.store, saga, expected, &decision.events).await {
                 Ok(appended) if !appended.duplicate => {
                     if let Some(entry) = self.cache.get_mut(&saga) {
+                        let before = entry.state.status();
                         for e in &decision.events {
                             entry.state.apply(e);
                         }
                         entry.version = appended.version;
+                        metrics::record(&entry.state, before, &mut entry.steps, &decision.events);
                     }
                     self.execute(saga, decision.commands).await?;
                     return self.after(saga).await;
@@ -497,8 +528,9 @@ impl Shard {
         let Some((events, version)) = io::saga_events(store, saga).await? else {
             return Err(OrchestratorError::NotFound(saga));
         };
-        let life_event = io::life_event(store, saga).await?;
+        let (life_event, metadata) = io::life_event_with_metadata(store, saga).await?;
         let state = self.shared.catalog.rebuild(&life_event, &events)?;
+        let steps = StepClock::rebuild(&state, &events);
         // A finished saga loaded again is unindexed once more: the purge is idempotent and
         // covers one that failed before.
         self.cache.put(
@@ -507,6 +539,8 @@ impl Shard {
                 state,
                 version,
                 unindexed: false,
+                steps,
+                trace: SagaTrace::from_metadata(&metadata),
             },
         );
         Ok(())
@@ -522,13 +556,20 @@ impl Shard {
             Err(OrchestratorError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
-        let (work, timers) = match self.cache.get(&saga) {
+        let (work, timers, span) = match self.cache.get(&saga) {
             Some(entry) if !entry.state.is_terminal() => {
-                (entry.state.pending_work(), entry.state.timers())
+                // After a restart the re-dispatched tasks continue the saga's trace; a
+                // redelivered start is already inside its own span.
+                let span = if tracing::Span::current().is_none() {
+                    entry.trace.recover_span(saga)
+                } else {
+                    tracing::Span::none()
+                };
+                (entry.state.pending_work(), entry.state.timers(), span)
             }
-            _ => (Vec::new(), Vec::new()),
+            _ => (Vec::new(), Vec::new(), tracing::Span::none()),
         };
-        self.execute(saga, work).await?;
+        self.execute(saga, work).instrument(span).await?;
         for timer in timers {
             self.timers.insert((timer.due_at, saga, timer));
         }
@@ -593,13 +634,17 @@ impl Shard {
                             v1::TaskCompleted::default(),
                         )),
                     };
+                    let span = trace::own_answer_span(saga, &task.step_id);
                     self.shared.router.send(
                         saga,
-                        Msg::Input {
-                            saga,
-                            input: SagaInput::TaskResult(result),
-                            done: None,
-                        },
+                        trace::traced(
+                            Msg::Input {
+                                saga,
+                                input: SagaInput::TaskResult(result),
+                                done: None,
+                            },
+                            span,
+                        ),
                     );
                 }
                 Command::ScheduleTimer(timer) => {
@@ -623,6 +668,9 @@ impl Shard {
     /// Publishes a task; a failure is logged, not fatal: the step's timeout brings the task
     /// back, and a restart re-dispatches it.
     async fn dispatch(&self, task: &v1::Task) {
+        // The task continues the trace of the span it is published from.
+        let traced = trace::with_current_context(task);
+        let task = traced.as_ref().unwrap_or(task);
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=5 {
             match self.shared.bus.publish_task(task).await {

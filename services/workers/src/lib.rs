@@ -155,6 +155,17 @@ pub enum Outcome {
     FailedPermanent,
 }
 
+impl Outcome {
+    /// The `outcome` label of `levensloop_worker_tasks_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::FailedTransient => "failed_transient",
+            Self::FailedPermanent => "failed_permanent",
+        }
+    }
+}
+
 /// What the workers do, for tests and the demo to await (instead of sleeping) and measure.
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {

@@ -6,10 +6,11 @@
 
 use clap::{Parser, Subcommand};
 use levensloop_sagas::Catalog;
+use levensloop_telemetry::metrics;
 use levensloop_workers::sim::{Behaviour, HandlerSpec};
 use levensloop_workers::{Ledger, Workers, WorkersConfig};
+use std::net::SocketAddr;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,6 +33,10 @@ struct Args {
     /// Replicas of the queues and buckets (3 on a cluster).
     #[arg(long, global = true, env = "LEVENSLOOP_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Export spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); none when
+    /// empty.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -88,6 +93,13 @@ struct RunArgs {
     /// Seed of the simulated latencies and failures, for reproducible runs.
     #[arg(long, env = "LEVENSLOOP_WORKER_SEED")]
     seed: Option<u64>,
+    /// Where Prometheus scrapes `/metrics` (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "LEVENSLOOP_WORKER_METRICS",
+        default_value = "127.0.0.1:9103"
+    )]
+    metrics_addr: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,13 +126,8 @@ fn millis(ms: f64, what: &str) -> anyhow::Result<Duration> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let telemetry = levensloop_telemetry::init("workers", args.otlp_endpoint.as_deref())?;
     if let Some(Command::Ledger { saga, handler }) = args.command {
         let client = async_nats::connect(args.nats_url.as_str()).await?;
         let ledger = Ledger::open(client, args.replicas).await?;
@@ -139,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let run = args.run;
+    let metrics = metrics::serve(run.metrics_addr, metrics::Service::Workers).await?;
+    println!("workers: metrics on {}", metrics.addr());
     let defaults = WorkersConfig::default();
     let config = WorkersConfig {
         handlers: run.handlers,
@@ -183,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         stats.malformed,
         stats.effects
     );
+    drop(telemetry);
     Ok(())
 }
 

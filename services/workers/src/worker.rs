@@ -21,6 +21,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use levensloop_bus::{Bus, RateGate, decode_task};
 use levensloop_proto::{types, v1};
+use levensloop_telemetry::metrics;
+use levensloop_telemetry::propagation::{self, TraceFields};
 use rand::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -192,6 +194,8 @@ impl HandlerWorker {
             attempt = task.attempt,
             traceparent = %task.traceparent,
         );
+        // The handling continues the trace the orchestrator published the task in.
+        propagation::set_parent_fields(&span, &task.traceparent, &task.tracestate);
         self.work(&message, &task).instrument(span).await;
     }
 
@@ -406,15 +410,28 @@ impl HandlerWorker {
             attempt: task.attempt,
             outcome: Some(result),
         };
+        // The result carries this handling's span (when spans are exported), else the task's
+        // own trace context, so the orchestrator continues the same trace.
+        let own = TraceFields::current();
+        let (traceparent, tracestate) = if own.is_empty() {
+            (task.traceparent.as_str(), task.tracestate.as_str())
+        } else {
+            (own.traceparent.as_str(), own.tracestate.as_str())
+        };
         if let Err(e) = self
             .bus
-            .publish_result(&self.handler, &result, &task.traceparent, &task.tracestate)
+            .publish_result(&self.handler, &result, traceparent, tracestate)
             .await
         {
             tracing::warn!(error = %e, "result not published, task left for later");
             return nak(message).await;
         }
         self.stats.answered(outcome, replayed);
+        let m = metrics::workers();
+        m.task(&self.handler, outcome.label());
+        if outcome == Outcome::Completed {
+            m.effect(&self.handler, !replayed);
+        }
         tracing::debug!(?outcome, replayed, "answered");
         // Before the ack, so that a listener measuring work in progress never sees more than
         // the server lets through.
@@ -476,6 +493,7 @@ impl HandlerWorker {
             }
         }
         self.stats.malformed();
+        metrics::workers().task(&self.handler, "malformed");
         self.emit(WorkerEvent::Malformed {
             handler: self.handler.clone(),
             task_id,
