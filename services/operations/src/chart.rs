@@ -159,6 +159,26 @@ fn bar(kind: BarKind, attempt: u32, start: DateTime<Utc>, state: BarState) -> Ba
     }
 }
 
+/// The row of `step_id`, added (pending, no handler known) for a step the detail does not
+/// list.
+fn row<'a>(rows: &'a mut Vec<Row>, step_id: &str) -> &'a mut Row {
+    let i = match rows.iter().position(|r| r.step_id == step_id) {
+        Some(i) => i,
+        None => {
+            rows.push(Row {
+                step_id: step_id.to_owned(),
+                handler: String::new(),
+                status: "pending".to_owned(),
+                attempts: 0,
+                bars: Vec::new(),
+                marks: Vec::new(),
+            });
+            rows.len() - 1
+        }
+    };
+    &mut rows[i]
+}
+
 /// The chart of a saga's detail; `now` ends the bars of a saga still running.
 pub fn chart(detail: &v1::SagaDetail, now: DateTime<Utc>) -> Chart {
     let mut rows: Vec<Row> = detail
@@ -193,70 +213,53 @@ pub fn chart(detail: &v1::SagaDetail, now: DateTime<Utc>) -> Chart {
         let Some(event) = event.event.as_ref() else {
             continue;
         };
-        let mut row = |step_id: &str| -> &mut Row {
-            let i = match rows.iter().position(|r| r.step_id == step_id) {
-                Some(i) => i,
-                None => {
-                    rows.push(Row {
-                        step_id: step_id.to_owned(),
-                        handler: String::new(),
-                        status: "pending".to_owned(),
-                        attempts: 0,
-                        bars: Vec::new(),
-                        marks: Vec::new(),
-                    });
-                    rows.len() - 1
-                }
-            };
-            &mut rows[i]
-        };
         match event {
             Event::SagaStarted(_) => {}
             Event::StepScheduled(s) => {
-                let r = row(&s.step_id);
+                let r = row(&mut rows, &s.step_id);
                 if r.handler.is_empty() {
                     r.handler = s.handler.clone();
                 }
                 r.begin(bar(BarKind::Attempt, s.attempt, at, BarState::Running));
             }
-            Event::StepSucceeded(s) => row(&s.step_id).finish(at, BarState::Succeeded, ""),
+            Event::StepSucceeded(s) => row(&mut rows, &s.step_id).finish(at, BarState::Succeeded, ""),
             Event::StepFailed(s) => {
                 let note = if s.retryable {
                     format!("{} (retryable)", s.reason)
                 } else {
                     s.reason.clone()
                 };
-                row(&s.step_id).finish(at, BarState::Failed, &note);
+                row(&mut rows, &s.step_id).finish(at, BarState::Failed, &note);
             }
-            Event::StepTimedOut(s) => row(&s.step_id).finish(at, BarState::Failed, "timed out"),
+            Event::StepTimedOut(s) => row(&mut rows, &s.step_id).finish(at, BarState::Failed, "timed out"),
             Event::StepRetryScheduled(s) => {
                 let mut wait = bar(BarKind::RetryWait, s.next_attempt, at, BarState::Waiting);
                 wait.until = s.due_at.as_ref().and_then(to_datetime);
-                row(&s.step_id).begin(wait);
+                row(&mut rows, &s.step_id).begin(wait);
             }
             Event::StepSkipped(s) => {
-                let r = row(&s.step_id);
+                let r = row(&mut rows, &s.step_id);
                 r.finish(at, BarState::Skipped, &s.reason);
                 r.mark(mark(at, "skipped", "skipped", &s.actor, &s.reason));
             }
-            Event::StepCompensationScheduled(s) => row(&s.step_id).begin(bar(
+            Event::StepCompensationScheduled(s) => row(&mut rows, &s.step_id).begin(bar(
                 BarKind::Compensation,
                 s.attempt,
                 at,
                 BarState::Compensating,
             )),
-            Event::StepCompensated(s) => row(&s.step_id).finish(at, BarState::Compensated, ""),
+            Event::StepCompensated(s) => row(&mut rows, &s.step_id).finish(at, BarState::Compensated, ""),
             Event::CompensationFailed(s) => {
-                row(&s.step_id).finish(at, BarState::Failed, &s.reason);
+                row(&mut rows, &s.step_id).finish(at, BarState::Failed, &s.reason);
             }
             Event::WaitStarted(s) => {
                 let mut wait = bar(BarKind::Wait, 1, at, BarState::Waiting);
                 wait.until = s.until.as_ref().and_then(to_datetime);
-                row(&s.step_id).begin(wait);
+                row(&mut rows, &s.step_id).begin(wait);
             }
-            Event::WaitElapsed(s) => row(&s.step_id).finish(at, BarState::Succeeded, ""),
+            Event::WaitElapsed(s) => row(&mut rows, &s.step_id).finish(at, BarState::Succeeded, ""),
             Event::HumanTaskCompleted(h) => {
-                let r = row(&h.step_id);
+                let r = row(&mut rows, &h.step_id);
                 r.finish(at, BarState::Succeeded, &h.note);
                 r.mark(mark(at, "human", "completed by hand", &h.actor, &h.note));
             }
@@ -265,7 +268,7 @@ pub fn chart(detail: &v1::SagaDetail, now: DateTime<Utc>) -> Chart {
                 if i.step_id.is_empty() {
                     marks.push(m);
                 } else {
-                    row(&i.step_id).mark(m);
+                    row(&mut rows, &i.step_id).mark(m);
                 }
             }
             Event::OperatorActed(a) => {
@@ -273,7 +276,7 @@ pub fn chart(detail: &v1::SagaDetail, now: DateTime<Utc>) -> Chart {
                 if a.step_id.is_empty() {
                     marks.push(m);
                 } else {
-                    row(&a.step_id).mark(m);
+                    row(&mut rows, &a.step_id).mark(m);
                 }
             }
             Event::SagaParked(p) => marks.push(mark(at, "parked", "parked", "", &p.reason)),
