@@ -221,8 +221,11 @@ async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     // A birth (its household step stuck on MAGDA) and a death.
-    let answers = world::publish(&gateway_url, &[corpus::valid_birth(), corpus::valid_death()])
-        .await;
+    let answers = world::publish(
+        &gateway_url,
+        &[corpus::valid_birth(), corpus::valid_death()],
+    )
+    .await;
     let birth = Uuid::parse_str(&answers[0].saga_id).unwrap();
     let death = Uuid::parse_str(&answers[1].saga_id).unwrap();
     watch
@@ -250,7 +253,11 @@ async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
         .parse()
         .unwrap();
     assert!(running >= 1, "the birth is still running: {running}");
-    wait_for(&browser, "[data-testid=counts-by-type] [data-testid=type-birth]").await;
+    wait_for(
+        &browser,
+        "[data-testid=counts-by-type] [data-testid=type-birth]",
+    )
+    .await;
     wait_for(&browser, "[data-testid=throughput]").await;
     wait_for(&browser, "[data-testid=slowest-handlers]").await;
 
@@ -270,7 +277,9 @@ async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
         .unwrap();
     wait_for(
         &browser,
-        &format!("[data-testid=saga-rows][data-loaded] tr[data-saga='{birth}'][data-status=running]"),
+        &format!(
+            "[data-testid=saga-rows][data-loaded] tr[data-saga='{birth}'][data-status=running]"
+        ),
     )
     .await;
     let rows = browser
@@ -323,13 +332,19 @@ async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
         audit.contains("local retried household") && audit.contains(REASON),
         "the timeline shows the operator's action: {audit:?}"
     );
-    wait_for(&browser, "[data-testid=chart-row][data-step=household] [data-testid=chart-mark-operator]").await;
+    wait_for(
+        &browser,
+        "[data-testid=chart-row][data-step=household] [data-testid=chart-mark-operator]",
+    )
+    .await;
     wait_for(&browser, "[data-testid=notice]:not([hidden])").await;
 
     // The store holds the action: who, what, on which step and why.
     let events = world.saga_events(birth).await;
     assert!(
-        events.iter().any(|e| matches!(&e.event, Some(Event::OperatorActed(a))
+        events
+            .iter()
+            .any(|e| matches!(&e.event, Some(Event::OperatorActed(a))
             if a.action == "retry-step" && a.step_id == "household"
                 && a.actor == "local" && a.reason == REASON)),
         "an OperatorActed retry-step with the reason in the birth's stream: {events:#?}"

@@ -222,7 +222,9 @@ pub fn chart(detail: &v1::SagaDetail, now: DateTime<Utc>) -> Chart {
                 }
                 r.begin(bar(BarKind::Attempt, s.attempt, at, BarState::Running));
             }
-            Event::StepSucceeded(s) => row(&mut rows, &s.step_id).finish(at, BarState::Succeeded, ""),
+            Event::StepSucceeded(s) => {
+                row(&mut rows, &s.step_id).finish(at, BarState::Succeeded, "")
+            }
             Event::StepFailed(s) => {
                 let note = if s.retryable {
                     format!("{} (retryable)", s.reason)
@@ -231,7 +233,9 @@ pub fn chart(detail: &v1::SagaDetail, now: DateTime<Utc>) -> Chart {
                 };
                 row(&mut rows, &s.step_id).finish(at, BarState::Failed, &note);
             }
-            Event::StepTimedOut(s) => row(&mut rows, &s.step_id).finish(at, BarState::Failed, "timed out"),
+            Event::StepTimedOut(s) => {
+                row(&mut rows, &s.step_id).finish(at, BarState::Failed, "timed out")
+            }
             Event::StepRetryScheduled(s) => {
                 let mut wait = bar(BarKind::RetryWait, s.next_attempt, at, BarState::Waiting);
                 wait.until = s.due_at.as_ref().and_then(to_datetime);
@@ -248,7 +252,9 @@ pub fn chart(detail: &v1::SagaDetail, now: DateTime<Utc>) -> Chart {
                 at,
                 BarState::Compensating,
             )),
-            Event::StepCompensated(s) => row(&mut rows, &s.step_id).finish(at, BarState::Compensated, ""),
+            Event::StepCompensated(s) => {
+                row(&mut rows, &s.step_id).finish(at, BarState::Compensated, "")
+            }
             Event::CompensationFailed(s) => {
                 row(&mut rows, &s.step_id).finish(at, BarState::Failed, &s.reason);
             }
@@ -508,7 +514,11 @@ mod tests {
         };
         let chart = chart(&detail, t(100));
         assert!(!chart.open);
-        assert_eq!(chart.end, Some(t(40)), "a finished saga's chart ends with it");
+        assert_eq!(
+            chart.end,
+            Some(t(40)),
+            "a finished saga's chart ends with it"
+        );
         let a: Vec<_> = chart.rows[0]
             .bars
             .iter()

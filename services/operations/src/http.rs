@@ -321,9 +321,9 @@ pub fn filter_of(params: &FilterParams, now: DateTime<Utc>) -> Result<v1::SagaFi
     let statuses = list(params.status.as_deref())
         .iter()
         .map(|s| {
-            parse_status(s)
-                .map(|s| s as i32)
-                .ok_or_else(|| Status::invalid_argument(format!("status {s:?} is not a saga status")))
+            parse_status(s).map(|s| s as i32).ok_or_else(|| {
+                Status::invalid_argument(format!("status {s:?} is not a saga status"))
+            })
         })
         .collect::<Result<_, _>>()?;
     let types = list(params.types.as_deref())
@@ -567,7 +567,10 @@ async fn events(
         };
         futures::future::ready(event)
     });
-    Ok(Sse::new(hello.chain(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(
+        Sse::new(hello.chain(stream))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
 }
 
 // ---- pages and assets ----
@@ -581,16 +584,56 @@ const INDEX: &str = include_str!("dashboard/index.html");
 
 /// The assets under `/assets/`: name, content type, contents.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.css", "text/css; charset=utf-8", include_str!("dashboard/app.css")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("dashboard/app.js")),
-    ("api.js", "text/javascript; charset=utf-8", include_str!("dashboard/api.js")),
-    ("format.js", "text/javascript; charset=utf-8", include_str!("dashboard/format.js")),
-    ("overview.js", "text/javascript; charset=utf-8", include_str!("dashboard/overview.js")),
-    ("sagas.js", "text/javascript; charset=utf-8", include_str!("dashboard/sagas.js")),
-    ("saga.js", "text/javascript; charset=utf-8", include_str!("dashboard/saga.js")),
-    ("gantt.js", "text/javascript; charset=utf-8", include_str!("dashboard/gantt.js")),
-    ("lists.js", "text/javascript; charset=utf-8", include_str!("dashboard/lists.js")),
-    ("favicon.svg", "image/svg+xml", include_str!("dashboard/favicon.svg")),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("dashboard/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/app.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/api.js"),
+    ),
+    (
+        "format.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/format.js"),
+    ),
+    (
+        "overview.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/overview.js"),
+    ),
+    (
+        "sagas.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/sagas.js"),
+    ),
+    (
+        "saga.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/saga.js"),
+    ),
+    (
+        "gantt.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/gantt.js"),
+    ),
+    (
+        "lists.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/lists.js"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("dashboard/favicon.svg"),
+    ),
 ];
 
 fn secured(mut response: Response) -> Response {
@@ -613,13 +656,7 @@ fn secured(mut response: Response) -> Response {
 }
 
 async fn page() -> Response {
-    secured(
-        (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            INDEX,
-        )
-            .into_response(),
-    )
+    secured(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response())
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
@@ -701,17 +738,29 @@ mod tests {
         assert_eq!(http_status(Code::PermissionDenied), StatusCode::FORBIDDEN);
         assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
         assert_eq!(http_status(Code::FailedPrecondition), StatusCode::CONFLICT);
-        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[test]
     fn only_same_origin_requests_may_act() {
         let mut headers = HeaderMap::new();
-        assert!(same_origin(&headers).is_ok(), "no Origin: not a browser's cross-site request");
+        assert!(
+            same_origin(&headers).is_ok(),
+            "no Origin: not a browser's cross-site request"
+        );
         headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
         assert!(same_origin(&headers).is_ok());
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(same_origin(&headers).is_err());
     }
 }

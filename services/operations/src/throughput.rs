@@ -190,6 +190,9 @@ mod tests {
         assert_eq!(view.minutes.len(), WINDOW_MINUTES as usize);
         assert!(view.minutes.iter().all(|m| m.finished == 2));
         assert_eq!(view.per_minute, Some(2.0));
-        assert_eq!(t.state.lock().unwrap().minutes.len(), WINDOW_MINUTES as usize);
+        assert_eq!(
+            t.state.lock().unwrap().minutes.len(),
+            WINDOW_MINUTES as usize
+        );
     }
 }
