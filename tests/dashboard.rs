@@ -15,7 +15,7 @@
 //! dashboard marks its state in `data-` attributes for this); nothing sleeps.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`).
-//! A screenshot of the saga's page is left in `/tmp/saga-page.png`.
+//! Screenshots are left in /tmp: `saga-page.png`, `dashboard-overview.png`, `dashboard-sagas.png`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,6 +35,8 @@ const MAGDA: &str = "magda.household";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const SCREENSHOT: &str = "/tmp/saga-page.png";
+const OVERVIEW_SCREENSHOT: &str = "/tmp/dashboard-overview.png";
+const LIST_SCREENSHOT: &str = "/tmp/dashboard-sagas.png";
 const REASON: &str = "MAGDA confirmed the outage is over";
 
 /// A chromedriver of the test's own, on a port it was given; killed when dropped.
@@ -167,6 +169,18 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
     Some((be(&png[16..20]), be(&png[20..24])))
 }
 
+/// Saves what the browser shows as a PNG at `path`, checking it is a picture of some size.
+async fn screenshot(browser: &Client, path: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(path, &png).unwrap();
+    let (width, height) = png_size(&png).expect("the screenshot is a PNG");
+    assert!(
+        width >= 1000 && height >= 800 && png.len() > 20_000,
+        "a readable screenshot: {width}×{height}, {} bytes",
+        png.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
     let started = Instant::now();
@@ -260,6 +274,7 @@ async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
     .await;
     wait_for(&browser, "[data-testid=throughput]").await;
     wait_for(&browser, "[data-testid=slowest-handlers]").await;
+    screenshot(&browser, OVERVIEW_SCREENSHOT).await;
 
     // The saga list, filtered to running births: only the birth.
     click(&browser, "[data-testid=nav-sagas]").await;
@@ -295,6 +310,7 @@ async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
             && query.contains(&("status".into(), "running".into())),
         "the filters are kept in the address: {url}"
     );
+    screenshot(&browser, LIST_SCREENSHOT).await;
 
     // The birth's page: its chart, its steps, the household step waiting for its retry.
     click(
@@ -369,14 +385,7 @@ async fn an_operator_filters_opens_a_saga_and_retries_a_step_in_the_browser() {
     );
 
     // A picture of the page, for people (and a check that it is one).
-    let png = browser.screenshot().await.unwrap();
-    std::fs::write(SCREENSHOT, &png).unwrap();
-    let (width, height) = png_size(&png).expect("the screenshot is a PNG");
-    assert!(
-        width >= 1000 && height >= 800 && png.len() > 20_000,
-        "a readable screenshot: {width}×{height}, {} bytes",
-        png.len()
-    );
+    screenshot(&browser, SCREENSHOT).await;
 
     browser.close().await.unwrap();
     drop(driver);

@@ -745,6 +745,36 @@ mod tests {
     }
 
     #[test]
+    fn every_module_and_file_the_pages_load_is_served() {
+        let served = |name: &str| ASSETS.iter().any(|(n, _, _)| *n == name);
+        let mut wanted = Vec::new();
+        for source in std::iter::once(INDEX).chain(ASSETS.iter().map(|(_, _, body)| *body)) {
+            for (marker, end) in [("from \"./", '"'), ("/assets/", '"')] {
+                for (i, _) in source.match_indices(marker) {
+                    let rest = &source[i + marker.len()..];
+                    if let Some(name) = rest.split(end).next() {
+                        wanted.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        assert!(wanted.iter().any(|n| n == "app.js"), "{wanted:?}");
+        for name in &wanted {
+            assert!(served(name), "{name} is loaded by a page but not served");
+        }
+        for (name, content_type, _) in ASSETS {
+            assert!(
+                content_type.starts_with(match name.rsplit('.').next() {
+                    Some("js") => "text/javascript",
+                    Some("css") => "text/css",
+                    _ => "image/svg+xml",
+                }),
+                "{name}: {content_type}"
+            );
+        }
+    }
+
+    #[test]
     fn only_same_origin_requests_may_act() {
         let mut headers = HeaderMap::new();
         assert!(

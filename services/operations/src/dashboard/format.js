@@ -63,10 +63,12 @@ export function duration(ms) {
   return `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 
-/** How long ago, short. */
+/** How long ago, short; a time ahead of this browser's clock (a saga clock moved ahead) as is. */
 export function ago(value) {
   if (!value) return "";
-  return `${duration(Date.now() - new Date(value).getTime())} ago`;
+  const ms = Date.now() - new Date(value).getTime();
+  if (Number.isNaN(ms)) return String(value);
+  return ms < 0 ? time(value) : `${duration(ms)} ago`;
 }
 
 /**

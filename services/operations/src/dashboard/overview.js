@@ -105,8 +105,9 @@ function throughput(t) {
       s("rect", { x: x + 2, y: height - pad.bottom - bh, width: Math.max(1, w - 4), height: Math.max(bh, m.finished ? 1 : 0),
         class: m.partial ? "partial" : "" },
       s("title", {}, `${label}: ${m.finished} finished${m.partial ? " (minute still going on)" : ""}`)),
-      i % 3 === minutes.length % 3 || i === minutes.length - 1
-        ? s("text", { x: x + w / 2, y: height - 5, "text-anchor": "middle" }, label) : null);
+      (minutes.length - 1 - i) % 3 === 0
+        ? s("text", { x: Math.min(x + w / 2, width - 2), y: height - 5,
+          "text-anchor": i === minutes.length - 1 ? "end" : "middle" }, label) : null);
   }));
   panel.append(svg);
   return panel;
