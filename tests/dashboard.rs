@@ -25,6 +25,7 @@ use levensloop_proto::v1::saga_event::Event;
 use levensloop_sagas::Catalog;
 use levensloop_tests::world::{self, TWO_YEARS_S, World};
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +59,9 @@ impl Chromedriver {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // In a process group of its own, with the browsers it starts: stopping it stops them.
         let mut child = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg(format!(
                 "--log-path={}",
@@ -91,7 +94,14 @@ impl Chromedriver {
         driver
     }
 
+    /// Kills chromedriver and whatever browser it left (after a failed test, the session was
+    /// never closed).
     fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -147,16 +157,27 @@ async fn click(browser: &Client, css: &str) {
         let element = wait_for(browser, css).await;
         match element.click().await {
             Ok(()) => return,
-            Err(CmdError::Standard(e))
-                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
-                    && started.elapsed() < DEADLINE => {}
+            Err(e) if stale(&e) && started.elapsed() < DEADLINE => {}
             Err(e) => panic!("clicking {css}: {e}"),
         }
     }
 }
 
+/// The text of what `css` selects once it is there (found again if a live update redrew it).
 async fn text(browser: &Client, css: &str) -> String {
-    wait_for(browser, css).await.text().await.unwrap()
+    let started = Instant::now();
+    loop {
+        match wait_for(browser, css).await.text().await {
+            Ok(text) => return text,
+            Err(e) if stale(&e) && started.elapsed() < DEADLINE => {}
+            Err(e) => panic!("reading {css}: {e}"),
+        }
+    }
+}
+
+fn stale(error: &CmdError) -> bool {
+    matches!(error, CmdError::Standard(e)
+        if e.error == fantoccini::error::ErrorStatus::StaleElementReference)
 }
 
 /// A PNG's width and height, from its header.
