@@ -101,7 +101,10 @@ function draw(root, view, ctx, act) {
   const steps = h("section", { class: "panel", "aria-labelledby": "steps-h" },
     h("h2", { id: "steps-h" }, "Steps"),
     h("table", { "data-testid": "steps" },
-      h("thead", {}, h("tr", {}, ["Step", "Handler", "Status", "Attempts", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {},
+        ["Step", "Handler", "Status"].map((c) => h("th", { scope: "col" }, c)),
+        h("th", { scope: "col", class: "num" }, "Attempts"),
+        h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
       h("tbody", {}, (detail.steps || []).map((step) => {
         const ss = stepStatus(step.status);
         const kind = openKind(step.step_id);
