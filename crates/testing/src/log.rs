@@ -41,7 +41,9 @@ impl LogWatch {
             for line in BufReader::new(source).lines() {
                 let Ok(line) = line else { break };
                 // The log file is for people debugging a failed test; losing a line is harmless.
-                let _ = writeln!(file, "{line}");
+                // One write per line: stdout and stderr are appended by two threads, and a
+                // line written in pieces (`writeln!`) can be cut by the other's.
+                let _ = file.write_all(format!("{line}\n").as_bytes());
                 let (lock, cvar) = &*inner;
                 if let Ok(mut lines) = lock.lock() {
                     lines.lines.push(line);
