@@ -11,6 +11,7 @@ nats_url := "nats://127.0.0.1:" + nats_port
 gateway_addr := env_var_or_default("LEVENSLOOP_GATEWAY_GRPC", "127.0.0.1:50051")
 handlers_addr := env_var_or_default("LEVENSLOOP_HANDLERS_GRPC", "127.0.0.1:50052")
 operations_addr := env_var_or_default("LEVENSLOOP_OPERATIONS_GRPC", "127.0.0.1:50053")
+dashboard_addr := env_var_or_default("LEVENSLOOP_OPERATIONS_HTTP", "127.0.0.1:8080")
 
 # List the recipes.
 default:
@@ -46,8 +47,10 @@ nats-down:
 # The main job: start nats-server, the gateway, the handlers service, the orchestrator and the
 # workers; publish a birth, a death, a move and a driving exam and watch their sagas run to
 # completion; then act as a registry for a few seconds and show what the simulated target
-# systems did.
+# systems did, and where the operators' dashboard is.
 up: nats-up build gateway-up handlers-up orchestrator-up workers-up integrator-up operations-up demo simulate effects sagas
+    @echo
+    @echo "The operators' dashboard: http://{{dashboard_addr}}"
 
 # Build the release binaries once (the gateway, the `levensloop` command line).
 build:
@@ -86,9 +89,10 @@ workers-up: nats-up build
     @bash infra/service.sh start workers "workers: serving" target/release/levensloop-workers --nats-url {{nats_url}} --clerk
 
 # Start the operations service (read model in .data/operations.db, OperationsService on
-# {{operations_addr}}) in the background; its log is .data/operations.log.
+# {{operations_addr}}, the web dashboard on http://{{dashboard_addr}}) in the background; its
+# log is .data/operations.log.
 operations-up: nats-up build
-    @bash infra/service.sh start operations "operations: gRPC on" target/release/levensloop-operations --nats-url {{nats_url}} --grpc-addr {{operations_addr}} --database-url sqlite:.data/operations.db
+    @bash infra/service.sh start operations "operations: dashboard on" target/release/levensloop-operations --nats-url {{nats_url}} --grpc-addr {{operations_addr}} --http-addr {{dashboard_addr}} --database-url sqlite:.data/operations.db
 
 # The operators' view: the latest sagas and the counts by status and type.
 sagas:

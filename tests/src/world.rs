@@ -220,8 +220,12 @@ pub fn printed_addr(service: &ServiceProcess, prefix: &str) -> String {
     log.lines()
         .rev()
         .find_map(|l| l.split(prefix).nth(1))
+        .and_then(|rest| {
+            rest.split(|c: char| c.is_whitespace() || c.is_control())
+                .next()
+        })
+        .filter(|addr| !addr.is_empty())
         .expect("the service says where it listens")
-        .trim()
         .to_owned()
 }
 

@@ -7,10 +7,11 @@
 //! can be killed with SIGKILL (a crash), stopped with SIGTERM (a graceful stop) and
 //! restarted with the same arguments.
 //!
-//! Every service is started with its `/metrics` endpoint on a port it picks (port 0), so
-//! services of parallel tests never compete for the default ports; a caller's own
-//! `--metrics-addr` or environment wins. The address is in the service's log
-//! ("gateway: metrics on 127.0.0.1:…").
+//! Every service is started with its `/metrics` endpoint (and the operations service with its
+//! dashboard) on a port it picks (port 0), so services of parallel tests never compete for
+//! the default ports; a caller's own `--metrics-addr`, `--http-addr` or environment wins. The
+//! address is in the service's log ("gateway: metrics on 127.0.0.1:…", "operations:
+//! dashboard on http://127.0.0.1:…").
 
 use crate::log::{LogWatch, Seen};
 use crate::{HarnessError, READY_TIMEOUT};
@@ -18,13 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The environment variables of the services' metrics addresses.
-const METRICS_ENVS: [&str; 5] = [
+/// The environment variables of the services' metrics addresses and the dashboard's.
+const METRICS_ENVS: [&str; 6] = [
     "LEVENSLOOP_GATEWAY_METRICS",
     "LEVENSLOOP_ORCHESTRATOR_METRICS",
     "LEVENSLOOP_WORKER_METRICS",
     "LEVENSLOOP_HANDLERS_METRICS",
     "LEVENSLOOP_OPERATIONS_METRICS",
+    "LEVENSLOOP_OPERATIONS_HTTP",
 ];
 
 /// Finds a binary of this workspace (`levensloop-orchestrator`, …) built in the same

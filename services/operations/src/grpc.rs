@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use levensloop_proto::stored::SAGA_CATEGORY;
 use levensloop_proto::v1::{
     self, SagaCommandOutcome, operations_service_server::OperationsService, saga_command::Action,
+    saga_event::Event,
 };
 use levensloop_store::{EventStore, ReadFrom, StoreError, StreamName};
 use prost::Message;
@@ -96,9 +97,17 @@ impl OperationsApi {
             steps: record.steps.iter().map(step).collect(),
             timeline: events
                 .into_iter()
-                .map(|e| v1::TimelineEntry {
-                    at: e.occurred_at,
-                    event: Some(e),
+                .map(|mut e| {
+                    // The start names the person: as masked as the summary.
+                    if let Some(Event::SagaStarted(started)) = &mut e.event
+                        && !caller.role.sees_insz()
+                    {
+                        started.person_insz = mask_insz(&started.person_insz);
+                    }
+                    v1::TimelineEntry {
+                        at: e.occurred_at,
+                        event: Some(e),
+                    }
                 })
                 .collect(),
         })

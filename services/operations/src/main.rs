@@ -1,6 +1,6 @@
 //! `levensloop-operations`: the operations service as a process. Follows the saga events
 //! into its read model and serves `OperationsService` over gRPC (with health checking and
-//! reflection) until SIGINT or SIGTERM.
+//! reflection) and the web dashboard over HTTP until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +42,13 @@ struct Args {
         default_value = "127.0.0.1:50053"
     )]
     grpc_addr: SocketAddr,
+    /// Where the web dashboard and its JSON API listen (port 0: any free port).
+    #[arg(
+        long,
+        env = "LEVENSLOOP_OPERATIONS_HTTP",
+        default_value = "127.0.0.1:8080"
+    )]
+    http_addr: SocketAddr,
     /// The operators and their roles (TOML, see the README); without it the service is open
     /// to local callers as the `local` operator.
     #[arg(long, env = "LEVENSLOOP_OPERATORS")]
@@ -89,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         },
         database_url: args.database_url,
         grpc_addr: args.grpc_addr,
+        http_addr: Some(args.http_addr),
         operators: args.operators,
         project: !args.no_projection,
         rebuild: args.rebuild,
@@ -98,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     println!("operations: metrics on {}", metrics.addr());
     let running = start(config).await?;
     println!("operations: gRPC on {}", running.grpc_addr);
+    if let Some(addr) = running.http_addr {
+        println!("operations: dashboard on http://{addr}");
+    }
     shutdown_signal().await;
     tracing::info!("stopping");
     running.shutdown().await;

@@ -1,13 +1,15 @@
 //! The operations service as a whole: the projection, the gRPC API (with health checking and
-//! reflection), and the feed of changes for watchers.
+//! reflection), the feed of changes for watchers, and the web dashboard over HTTP.
 
 use crate::auth::Operators;
 use crate::grpc::OperationsApi;
+use crate::http::{self, Dashboard};
 use crate::projection::{self, CHANGED_SUBJECT};
 use crate::readmodel::ReadModel;
 use crate::rejected::RejectedReader;
 use crate::steer::Steering;
 use crate::summary::SagaRecord;
+use crate::throughput::{self, Throughput};
 use futures::StreamExt;
 use levensloop_proto::v1::operations_service_server::OperationsServiceServer;
 use levensloop_store::{EventStore, JetStreamConfig, JetStreamStore};
@@ -26,6 +28,8 @@ pub struct OperationsConfig {
     /// `sqlite:…` (embedded, the default) or `postgres://…`.
     pub database_url: String,
     pub grpc_addr: SocketAddr,
+    /// Where the dashboard and its JSON API listen; `None`: no HTTP server.
+    pub http_addr: Option<SocketAddr>,
     /// The operators file; `None` opens the service to local callers (see `auth`).
     pub operators: Option<PathBuf>,
     /// Run the projection here. With several instances on one PostgreSQL database, one
@@ -41,6 +45,8 @@ pub struct OperationsConfig {
 #[derive(Debug)]
 pub struct RunningOperations {
     pub grpc_addr: SocketAddr,
+    /// Where the dashboard listens, when it does.
+    pub http_addr: Option<SocketAddr>,
     pub api: OperationsApi,
     stop: oneshot::Sender<()>,
     tasks: JoinSet<()>,
@@ -129,9 +135,31 @@ pub async fn start(config: OperationsConfig) -> anyhow::Result<RunningOperations
             tracing::error!(error = %e, "the gRPC server stopped");
         }
     });
+    let http_addr = match config.http_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            let http_addr = listener.local_addr()?;
+            let throughput = Arc::new(Throughput::default());
+            tasks.spawn(throughput::sample(api.model.clone(), throughput.clone()));
+            // Further routes (the telemetry's `/metrics`) are merged into this router.
+            let app = http::router(Dashboard {
+                api: api.clone(),
+                throughput,
+            });
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the dashboard's HTTP server stopped");
+                }
+            });
+            tracing::info!(%http_addr, "dashboard serving");
+            Some(http_addr)
+        }
+        None => None,
+    };
     tracing::info!(%grpc_addr, database = %redact(&config.database_url), "operations serving");
     Ok(RunningOperations {
         grpc_addr,
+        http_addr,
         api,
         stop,
         tasks,
