@@ -129,7 +129,7 @@ impl OperationsApi {
         };
         let outcome = self.steer_once(&caller, saga_id, reason, action).await;
         let label = match &outcome {
-            Ok(()) => "applied",
+            Ok(_) => "applied",
             Err(status) => match status.code() {
                 tonic::Code::InvalidArgument => "invalid",
                 tonic::Code::NotFound => "not_found",
@@ -138,8 +138,7 @@ impl OperationsApi {
             },
         };
         levensloop_telemetry::metrics::operations().action(name, label);
-        outcome?;
-        let saga = parse_saga_id(saga_id)?;
+        let saga = outcome?;
         Ok(Response::new(self.detail(saga, &caller).await?))
     }
 
@@ -149,7 +148,7 @@ impl OperationsApi {
         saga_id: &str,
         reason: String,
         action: Action,
-    ) -> Result<(), Status> {
+    ) -> Result<Uuid, Status> {
         let saga = parse_saga_id(saga_id)?;
         let command = v1::SagaCommand {
             saga_id: saga.to_string(),
@@ -175,7 +174,7 @@ impl OperationsApi {
             }
         }
         tracing::info!(%saga, actor = %caller.name, status = %reply.status, "operator action applied");
-        Ok(())
+        Ok(saga)
     }
 }
 
